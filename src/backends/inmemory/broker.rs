@@ -1,0 +1,449 @@
+//! The in-process broker: named queues, sequencing shards, DLQs and the delay timer, plus its
+//! [`Transport`] implementation.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{Queue, Stored};
+use super::registry::InMemoryConsumerGroupRegistry;
+use super::timer::Timer;
+use crate::engine::registry::GroupDirectory;
+use crate::error::{Result, ShoveError};
+use crate::topology::{QueueTopology, shard_queue_name};
+use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, Subscription, Transport};
+
+/// Default capacity of each in-process queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
+/// Settings of an [`InMemoryBroker`].
+#[derive(Debug, Clone)]
+pub struct InMemoryConfig {
+    /// Messages a queue holds before publishers wait for room (default 10 000). Retries, defers and
+    /// dead-lettering never wait.
+    pub default_capacity: usize,
+}
+
+impl Default for InMemoryConfig {
+    fn default() -> Self {
+        Self {
+            default_capacity: DEFAULT_QUEUE_CAPACITY,
+        }
+    }
+}
+
+impl InMemoryConfig {
+    /// Sets [`InMemoryConfig::default_capacity`].
+    pub fn with_default_capacity(mut self, capacity: NonZeroUsize) -> Self {
+        self.default_capacity = capacity.get();
+        self
+    }
+}
+
+/// The queues of one topic.
+pub(super) struct TopicQueues {
+    /// The main queue; for a sequenced topic, messages go to `shards` instead.
+    pub main: Arc<Queue>,
+    pub shards: Vec<Arc<Queue>>,
+    pub dlq: Option<Arc<Queue>>,
+    /// Which subscription owns each shard (single active consumer per shard).
+    shard_owners: Mutex<Vec<Option<u64>>>,
+    /// Wakes standby subscriptions when a shard owner leaves.
+    owner_left: Notify,
+}
+
+struct Inner {
+    config: InMemoryConfig,
+    shutdown: CancellationToken,
+    timer: Arc<Timer>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
+    next_subscription: AtomicU64,
+    directory: Arc<GroupDirectory<InMemoryConsumerGroupRegistry>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stops the timer task once the last handle to the broker is gone.
+        self.shutdown.cancel();
+    }
+}
+
+/// An in-process broker. Cheap to clone; clones share the queues.
+#[derive(Clone)]
+pub struct InMemoryBroker {
+    inner: Arc<Inner>,
+}
+
+impl Default for InMemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryBroker {
+    /// A broker with [`InMemoryConfig::default`].
+    pub fn new() -> Self {
+        Self::with_config(InMemoryConfig::default())
+    }
+
+    /// A broker with `config`.
+    pub fn with_config(config: InMemoryConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                timer: Timer::new(shutdown.clone()),
+                shutdown,
+                queues: RwLock::new(HashMap::new()),
+                topics: RwLock::new(HashMap::new()),
+                next_subscription: AtomicU64::new(1),
+                directory: Arc::default(),
+            }),
+        }
+    }
+
+    /// Cancelled when the broker shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Stops every consumer of this broker and refuses further publishes. Queued messages are dropped
+    /// with the broker (it keeps nothing on disk).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub(super) fn directory(&self) -> Arc<GroupDirectory<InMemoryConsumerGroupRegistry>> {
+        self.inner.directory.clone()
+    }
+
+    /// Messages waiting out a retry or defer delay.
+    #[cfg(test)]
+    pub(super) fn delayed(&self) -> usize {
+        self.inner.timer.pending()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(ShoveError::Connection(
+                "the in-memory broker has been shut down; create a new InMemoryBroker".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn queue(&self, name: &str, ready: &Arc<Notify>) -> Arc<Queue> {
+        let mut queues = self.inner.queues.write().unwrap_or_else(|p| p.into_inner());
+        queues
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Queue::new(name.to_string(), self.inner.config.default_capacity, ready.clone())))
+            .clone()
+    }
+
+    /// The queues of `topology`, created on first use (declaring is idempotent).
+    pub(super) fn topic(&self, topology: &QueueTopology) -> Arc<TopicQueues> {
+        if let Some(t) = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(topology.queue()) {
+            return t.clone();
+        }
+        let main = self.queue(topology.queue(), &Arc::new(Notify::new()));
+        let shards = match topology.sequencing() {
+            Some(seq) => {
+                let ready = Arc::new(Notify::new());
+                (0..seq.routing_shards())
+                    .map(|i| self.queue(&shard_queue_name(topology.queue(), i), &ready))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let dlq = topology.dlq().map(|name| self.queue(name, &Arc::new(Notify::new())));
+        let owners = vec![None; shards.len()];
+        let fresh = Arc::new(TopicQueues {
+            main,
+            shards,
+            dlq,
+            shard_owners: Mutex::new(owners),
+            owner_left: Notify::new(),
+        });
+        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.entry(topology.queue().to_string()).or_insert(fresh).clone()
+    }
+
+    /// Current depth of `queue`; for a sequenced topic's main queue, the sum over its shards.
+    pub(super) fn depth_of(&self, queue: &str) -> Result<Depth> {
+        let topic = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(queue).cloned();
+        let queues: Vec<Arc<Queue>> = match topic {
+            Some(t) if !t.shards.is_empty() => t.shards.clone(),
+            _ => {
+                let all = self.inner.queues.read().unwrap_or_else(|p| p.into_inner());
+                match all.get(queue) {
+                    Some(q) => vec![q.clone()],
+                    None => {
+                        return Err(ShoveError::Topology(format!(
+                            "queue '{queue}' is not declared on this in-memory broker; declare its topic first"
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(queues.iter().fold(Depth::default(), |d, q| Depth {
+            ready: d.ready + q.ready_count(),
+            in_flight: d.in_flight + q.in_flight_count(),
+        }))
+    }
+
+    async fn push_all(&self, queue: &Queue, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        let mut pending: VecDeque<Envelope> = messages.into();
+        let mut accepted = 0u64;
+        loop {
+            accepted += queue.push_within_capacity(&mut pending) as u64;
+            if pending.is_empty() {
+                return (accepted, Ok(()));
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return (accepted, self.check_open()),
+                _ = queue.wait_for_room() => {}
+            }
+        }
+    }
+}
+
+/// The shard a sequence key belongs to: a stable hash, so a key always lands on the same shard.
+fn shard_of(key: &str, shards: usize) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+impl Transport for InMemoryBroker {
+    const NAME: &'static str = "inmemory";
+    type Subscription = InMemorySubscription;
+
+    async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.check_open()?;
+        self.topic(topology);
+        Ok(())
+    }
+
+    async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        if let Err(e) = self.check_open() {
+            return (0, Err(e));
+        }
+        let topic = self.topic(topology);
+        if topic.shards.is_empty() {
+            return self.push_all(&topic.main, messages).await;
+        }
+        // Keep each shard's messages in publish order; shards are independent.
+        let mut by_shard: Vec<Vec<Envelope>> = vec![Vec::new(); topic.shards.len()];
+        for m in messages {
+            let shard = shard_of(m.sequence_key.as_deref().unwrap_or(""), topic.shards.len());
+            by_shard[shard].push(m);
+        }
+        let mut accepted = 0;
+        for (shard, batch) in by_shard.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let (n, r) = self.push_all(&topic.shards[shard], batch).await;
+            accepted += n;
+            if r.is_err() {
+                return (accepted, r);
+            }
+        }
+        (accepted, Ok(()))
+    }
+
+    async fn subscribe(&self, source: Source) -> Result<InMemorySubscription> {
+        self.check_open()?;
+        let topic = self.topic(source.topology());
+        let (queues, sharded) = match source {
+            Source::Main(_) => (vec![topic.main.clone()], false),
+            Source::Shards(_) => (topic.shards.clone(), true),
+            Source::DeadLetters(t) => match &topic.dlq {
+                Some(q) => (vec![q.clone()], false),
+                None => {
+                    return Err(ShoveError::Topology(format!(
+                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
+                        t.queue()
+                    )));
+                }
+            },
+        };
+        Ok(InMemorySubscription {
+            id: self.inner.next_subscription.fetch_add(1, Ordering::Relaxed),
+            broker: self.clone(),
+            topic,
+            queues,
+            owned: Mutex::new(vec![!sharded; if sharded { 0 } else { 1 }]),
+            sharded,
+        })
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth> {
+        self.depth_of(queue)
+    }
+}
+
+/// A consumer's view of one in-process source.
+pub struct InMemorySubscription {
+    id: u64,
+    broker: InMemoryBroker,
+    topic: Arc<TopicQueues>,
+    queues: Vec<Arc<Queue>>,
+    /// For sharded sources, which shards this subscription owns.
+    owned: Mutex<Vec<bool>>,
+    sharded: bool,
+}
+
+impl InMemorySubscription {
+    /// Claims every shard nobody owns. Returns the indices this subscription owns.
+    fn claim_shards(&self) -> Vec<usize> {
+        let mut owners = self.topic.shard_owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        if owned.len() != owners.len() {
+            owned.resize(owners.len(), false);
+        }
+        for (i, owner) in owners.iter_mut().enumerate() {
+            if owner.is_none() {
+                *owner = Some(self.id);
+            }
+            owned[i] = *owner == Some(self.id);
+        }
+        owned.iter().enumerate().filter(|(_, o)| **o).map(|(i, _)| i).collect()
+    }
+
+    fn try_take(&self, max: usize) -> (Vec<Delivery<u16>>, bool) {
+        let indices: Vec<usize> = if self.sharded { self.claim_shards() } else { vec![0] };
+        let mut out = Vec::new();
+        let mut stored = Vec::new();
+        for i in &indices {
+            if out.len() >= max {
+                break;
+            }
+            self.queues[*i].pop(max - out.len(), &mut stored);
+            out.extend(stored.drain(..).map(|s| Delivery {
+                envelope: s.envelope,
+                redelivered: s.redelivered,
+                token: *i as u16,
+            }));
+        }
+        (out, !indices.is_empty())
+    }
+
+    /// Gives up this subscription's shards so a standby can take over.
+    fn release_shards(&self) {
+        if !self.sharded {
+            return;
+        }
+        let mut owners = self.topic.shard_owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = false;
+        for owner in owners.iter_mut() {
+            if *owner == Some(self.id) {
+                *owner = None;
+                left = true;
+            }
+        }
+        drop(owners);
+        if left {
+            self.topic.owner_left.notify_waiters();
+        }
+    }
+
+    fn queue_of(&self, token: u16) -> &Arc<Queue> {
+        &self.queues[usize::from(token)]
+    }
+
+    fn put_back(&self, token: u16, envelope: Envelope, delay: Option<Duration>, front: bool) {
+        let queue = self.queue_of(token).clone();
+        let stored = Stored {
+            envelope,
+            redelivered: true,
+        };
+        match delay {
+            Some(d) if !d.is_zero() => self.broker.inner.timer.schedule(tokio::time::Instant::now() + d, queue, stored),
+            _ => queue.requeue(stored, front),
+        }
+    }
+}
+
+impl Subscription for InMemorySubscription {
+    type Token = u16;
+
+    async fn receive(&self, max: usize) -> Result<Option<Vec<Delivery<u16>>>> {
+        let shutdown = &self.broker.inner.shutdown;
+        let ready = &self.queues.first().map(|q| q.ready.clone()).unwrap_or_default();
+        loop {
+            let notified = ready.notified();
+            let owner_left = self.topic.owner_left.notified();
+            tokio::pin!(notified, owner_left);
+            notified.as_mut().enable();
+            owner_left.as_mut().enable();
+            if shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            let (batch, owns_any) = self.try_take(max);
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
+            if owns_any {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = notified => {}
+                }
+            } else {
+                // A standby for a sharded source: wait for an owner to leave.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = owner_left => {}
+                }
+            }
+        }
+    }
+
+    async fn settle(&self, token: u16, envelope: &Envelope, how: Settlement) -> Result<()> {
+        let queue = self.queue_of(token);
+        queue.settled();
+        match how {
+            Settlement::Ack => {}
+            Settlement::Requeue { envelope, hold } => self.put_back(token, envelope, hold.map(|h| h.delay), false),
+            Settlement::Release { delay } => self.put_back(token, envelope.clone(), delay, false),
+            Settlement::DeadLetter { envelope } => match &self.topic.dlq {
+                Some(dlq) => dlq.requeue(
+                    Stored {
+                        envelope,
+                        redelivered: false,
+                    },
+                    false,
+                ),
+                None => {
+                    return Err(ShoveError::Topology(format!(
+                        "queue '{}' has no DLQ to dead-letter into",
+                        queue.name
+                    )));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn abandon(&self, token: u16, envelope: Envelope) {
+        self.queue_of(token).settled();
+        self.put_back(token, envelope, None, true);
+    }
+
+    async fn close(&self) {
+        self.release_shards();
+    }
+}
+
+impl Drop for InMemorySubscription {
+    fn drop(&mut self) {
+        self.release_shards();
+    }
+}

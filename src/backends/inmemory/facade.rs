@@ -1,0 +1,351 @@
+//! The in-process facade types named as in shove: publisher, consumer, declarer, stats, autoscaler.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::InMemoryBroker;
+use super::registry::InMemoryConsumerGroupRegistry;
+use crate::autoscaler::{
+    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
+};
+use crate::consumer::ConsumerOptions;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::consume::{self, Mode};
+use crate::engine::registry::Registries;
+use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
+use crate::engine::tasks::TaskSet;
+use crate::error::Result;
+use crate::handler::MessageHandler;
+use crate::markers::InMemory;
+use crate::publisher;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::{QueueTopology, shard_queue_name};
+use crate::transport::{Source, Transport};
+
+/// Publishes to an [`InMemoryBroker`].
+#[derive(Clone)]
+pub struct InMemoryPublisher {
+    broker: InMemoryBroker,
+}
+
+impl InMemoryPublisher {
+    /// A publisher on `broker`.
+    pub fn new(broker: InMemoryBroker) -> Self {
+        Self { broker }
+    }
+
+    pub(super) fn broker(&self) -> &InMemoryBroker {
+        &self.broker
+    }
+
+    /// Publishes one message; waits while the queue is at capacity.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish`](crate::Publisher::publish).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: a message may or may not have been stored.
+    pub async fn publish<T: Topic>(&self, message: &T::Message) -> Result<()> {
+        publisher::publish_one::<T, _>(self, message, None).await
+    }
+
+    /// Publishes one message with user headers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish_with_headers`](crate::Publisher::publish_with_headers).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe.
+    pub async fn publish_with_headers<T: Topic>(
+        &self,
+        message: &T::Message,
+        headers: HashMap<String, String>,
+    ) -> Result<()> {
+        publisher::publish_one::<T, _>(self, message, Some(headers)).await
+    }
+
+    /// Publishes several messages in order; returns how many were stored and the first error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe.
+    pub async fn publish_batch<T: Topic>(&self, messages: &[T::Message]) -> (u64, Result<()>) {
+        publisher::publish_many::<T, _>(self, messages).await
+    }
+}
+
+/// Consumes from an [`InMemoryBroker`] without a supervisor.
+#[derive(Clone)]
+pub struct InMemoryConsumer {
+    broker: InMemoryBroker,
+}
+
+impl InMemoryConsumer {
+    /// A consumer on `broker`.
+    pub fn new(broker: InMemoryBroker) -> Self {
+        Self { broker }
+    }
+
+    pub(super) fn broker(&self) -> &InMemoryBroker {
+        &self.broker
+    }
+
+    fn control<B: crate::Backend>(&self, options: &ConsumerOptions<B>) -> RunControl {
+        RunControl {
+            stop: options
+                .shutdown
+                .clone()
+                .unwrap_or_else(|| self.broker.shutdown_token().child_token()),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    fn run_source<T, H>(
+        &self,
+        source: Source,
+        mode: Mode,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<InMemory>,
+    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let broker = self.broker.clone();
+        let ctl = self.control(&options);
+        let settings = ConsumerSettings::from(&options);
+        async move {
+            let stats = RunStats::default();
+            consume::run::<T, H, _>(&broker, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
+        }
+    }
+
+    /// Consumes topic `T` until the broker shuts down or the options' shutdown token is cancelled
+    /// (in-flight handlers finish first).
+    ///
+    /// # Errors
+    ///
+    /// When the broker is already shut down.
+    pub fn run<T, H>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<InMemory>,
+    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
+    }
+
+    /// Consumes the sequenced topic `T` in per-key order.
+    ///
+    /// # Errors
+    ///
+    /// When the broker is already shut down.
+    pub fn run_fifo<T, H>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<InMemory>,
+    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
+    }
+
+    /// Runs [`InMemoryConsumer::run_fifo`] until `signal`, then drains within `drain_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
+    pub async fn run_fifo_until_timeout<T, H, S>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<InMemory>,
+        signal: S,
+        drain_timeout: Duration,
+    ) -> SupervisorOutcome
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = TaskSet::new(self.broker.shutdown_token());
+        let ctl = tasks.control();
+        let stats = tasks.stats();
+        let settings = ConsumerSettings::from(&options);
+        let broker = self.broker.clone();
+        tasks.spawn(async move {
+            let source = Source::Shards(T::topology());
+            consume::run::<T, H, _>(&broker, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
+        });
+        tasks.run_until(signal, drain_timeout).await
+    }
+
+    /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ.
+    pub fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> impl Future<Output = Result<()>> + Send + use<T, H>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let options = ConsumerOptions::<InMemory>::new();
+        self.run_source::<T, H>(Source::DeadLetters(T::topology()), Mode::DeadLetters, handler, ctx, options)
+    }
+}
+
+/// Declares topologies on an [`InMemoryBroker`].
+pub struct InMemoryTopologyDeclarer {
+    broker: InMemoryBroker,
+}
+
+impl InMemoryTopologyDeclarer {
+    /// A declarer on `broker`.
+    pub fn new(broker: InMemoryBroker) -> Self {
+        Self { broker }
+    }
+
+    /// `"{main_queue}-seq-{shard}"`.
+    pub fn shard_queue_name(main_queue: &str, shard: u16) -> String {
+        shard_queue_name(main_queue, shard)
+    }
+
+    /// Creates the topology's queues (idempotent).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) after the broker shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.broker.declare(topology).await
+    }
+}
+
+/// Ready and in-flight counts of an in-process queue.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryQueueStats {
+    /// Messages waiting to be delivered.
+    pub messages_ready: u64,
+    /// Messages delivered and not yet settled.
+    pub messages_in_flight: u64,
+}
+
+/// Where [`InMemoryAutoscalerBackend`] reads queue depth.
+pub trait InMemoryQueueStatsProvider: Send + Sync {
+    /// The stats of `queue` (for a sequenced topic, its main queue name covers all shards).
+    fn get_queue_stats(&self, queue: &str) -> impl Future<Output = Result<InMemoryQueueStats>> + Send;
+}
+
+/// Reads queue depth straight from the broker.
+pub struct BrokerStatsProvider {
+    broker: InMemoryBroker,
+}
+
+impl BrokerStatsProvider {
+    /// A provider for `broker`'s queues.
+    pub fn new(broker: InMemoryBroker) -> Self {
+        Self { broker }
+    }
+}
+
+impl InMemoryQueueStatsProvider for BrokerStatsProvider {
+    async fn get_queue_stats(&self, queue: &str) -> Result<InMemoryQueueStats> {
+        let d = self.broker.depth_of(queue)?;
+        Ok(InMemoryQueueStats {
+            messages_ready: d.ready,
+            messages_in_flight: d.in_flight,
+        })
+    }
+}
+
+/// Scales in-process consumer groups by their queue depth.
+pub struct InMemoryAutoscalerBackend<S: InMemoryQueueStatsProvider = BrokerStatsProvider> {
+    stats: S,
+    registries: Registries<InMemoryConsumerGroupRegistry>,
+}
+
+impl InMemoryAutoscalerBackend<BrokerStatsProvider> {
+    /// Scales the groups of `registry`, reading depth from `broker`.
+    pub fn new(broker: InMemoryBroker, registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>) -> Self {
+        Self::with_stats_provider(BrokerStatsProvider::new(broker), registry)
+    }
+
+    /// An [`Autoscaler`] over `registry` with the threshold strategy stabilized by `config`.
+    pub fn autoscaler(
+        broker: InMemoryBroker,
+        registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>,
+        config: AutoscalerConfig,
+    ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
+        let strategy = Stabilized::new(
+            ThresholdStrategy {
+                scale_up_multiplier: config.scale_up_multiplier,
+                scale_down_multiplier: config.scale_down_multiplier,
+            },
+            config.hysteresis_duration,
+            config.cooldown_duration,
+        );
+        Autoscaler::new(Self::new(broker, registry), strategy, config.poll_interval)
+    }
+
+    /// Scales every group created through `Broker::consumer_group` on `broker`.
+    pub(super) fn for_broker(broker: &InMemoryBroker) -> Self {
+        Self {
+            stats: BrokerStatsProvider::new(broker.clone()),
+            registries: Registries::Directory(broker.directory()),
+        }
+    }
+}
+
+impl<S: InMemoryQueueStatsProvider> InMemoryAutoscalerBackend<S> {
+    /// Scales the groups of `registry`, reading depth from `stats_provider`.
+    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>) -> Self {
+        Self {
+            stats: stats_provider,
+            registries: Registries::One(registry),
+        }
+    }
+}
+
+impl<S: InMemoryQueueStatsProvider> AutoscalerBackend for InMemoryAutoscalerBackend<S> {
+    type GroupId = String;
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(self.registries.names().await)
+    }
+
+    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
+        let view = self.registries.view(group).await?;
+        let stats = self.stats.get_queue_stats(&view.queue).await?;
+        Ok(ScalingMetrics::new(
+            stats.messages_ready,
+            stats.messages_in_flight,
+            view.active,
+            view.prefetch,
+        ))
+    }
+
+    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
+        self.registries.scale(group, decision).await
+    }
+}

@@ -1,0 +1,4 @@
+//! Broker mappings: each backend implements the transport and names its facade types.
+
+#[cfg(feature = "inmemory")]
+pub(crate) mod inmemory;

@@ -1,0 +1,4 @@
+//! Codecs beyond JSON and raw bytes.
+
+#[cfg(feature = "protobuf")]
+pub mod protobuf;

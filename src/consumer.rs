@@ -1,0 +1,182 @@
+//! Per-consumer settings.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+
+/// Default largest payload a consumer accepts (10 MiB); larger ones are dead-lettered as `oversize`.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
+/// Default handler timeout (30 s); a handler that takes longer counts as a retry.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on messages buffered per key by a sequenced consumer (1000).
+pub const DEFAULT_MAX_PENDING_PER_KEY: usize = 1_000;
+
+/// Settings of one consumer (or every consumer a supervisor registers with them).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shove::{ConsumerOptions, InMemory};
+///
+/// let opts = ConsumerOptions::<InMemory>::preset(50)
+///     .with_max_retries(3)
+///     .with_handler_timeout(Duration::from_secs(5));
+/// assert_eq!(opts.prefetch_count, 50);
+/// assert_eq!(opts.max_retries, 3);
+/// ```
+pub struct ConsumerOptions<B: Backend> {
+    /// Retries allowed after the first attempt (default 10): the handler runs at most `max_retries + 1` times.
+    pub max_retries: u32,
+    /// Messages handled concurrently by one consumer (default 10).
+    pub prefetch_count: u16,
+    /// When false, one message at a time regardless of `prefetch_count` (default true).
+    pub concurrent_processing: bool,
+    /// Per-call handler timeout (default 30 s); exceeding it counts as a retry.
+    pub handler_timeout: Option<Duration>,
+    /// Messages buffered per key by a sequenced consumer (default 1000).
+    pub max_pending_per_key: Option<usize>,
+    /// Largest payload accepted (default 10 MiB).
+    pub max_message_size: Option<usize>,
+    /// Give up after this many consecutive failed reconnects (default: never).
+    pub max_reconnect_attempts: Option<u32>,
+    pub(crate) shutdown: Option<CancellationToken>,
+    pub(crate) processing: Arc<AtomicBool>,
+    pub(crate) consumer_group: Option<Arc<str>>,
+    _backend: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend> ConsumerOptions<B> {
+    /// The defaults listed on each field.
+    pub fn new() -> Self {
+        Self {
+            max_retries: 10,
+            prefetch_count: 10,
+            concurrent_processing: true,
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
+            max_pending_per_key: Some(DEFAULT_MAX_PENDING_PER_KEY),
+            max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
+            max_reconnect_attempts: None,
+            shutdown: None,
+            processing: Arc::new(AtomicBool::new(false)),
+            consumer_group: None,
+            _backend: PhantomData,
+        }
+    }
+
+    /// The defaults with `prefetch_count = prefetch`.
+    pub fn preset(prefetch: u16) -> Self {
+        Self::new().with_prefetch_count(prefetch)
+    }
+
+    /// Sets [`ConsumerOptions::max_retries`].
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets [`ConsumerOptions::prefetch_count`].
+    pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
+        self.prefetch_count = prefetch_count;
+        self
+    }
+
+    /// Sets [`ConsumerOptions::concurrent_processing`]; `false` means an effective prefetch of 1.
+    pub fn with_concurrent_processing(mut self, on: bool) -> Self {
+        self.concurrent_processing = on;
+        self
+    }
+
+    /// Sets the handler timeout.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"handler_timeout must be positive"`.
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "handler_timeout must be positive");
+        self.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Lets handlers run as long as they like.
+    pub fn without_handler_timeout(mut self) -> Self {
+        self.handler_timeout = None;
+        self
+    }
+
+    /// Sets [`ConsumerOptions::max_pending_per_key`].
+    pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
+        self.max_pending_per_key = Some(limit);
+        self
+    }
+
+    /// Removes the per-key buffer bound.
+    pub fn without_max_pending_per_key(mut self) -> Self {
+        self.max_pending_per_key = None;
+        self
+    }
+
+    /// Sets [`ConsumerOptions::max_message_size`].
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = Some(max);
+        self
+    }
+
+    /// Accepts payloads of any size.
+    pub fn without_message_size_limit(mut self) -> Self {
+        self.max_message_size = None;
+        self
+    }
+
+    /// Sets [`ConsumerOptions::max_reconnect_attempts`].
+    pub fn with_max_reconnect_attempts(mut self, n: u32) -> Self {
+        self.max_reconnect_attempts = Some(n);
+        self
+    }
+
+    /// Stops the consumer (after in-flight handlers finish) when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Names the consumer group this consumer belongs to (used in logs and metrics).
+    pub fn with_consumer_group(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.consumer_group = Some(name.into());
+        self
+    }
+
+    /// A flag that is `true` while the consumer is running a handler.
+    pub fn processing_handle(&self) -> Arc<AtomicBool> {
+        self.processing.clone()
+    }
+}
+
+impl<B: Backend> Default for ConsumerOptions<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Backend> Clone for ConsumerOptions<B> {
+    fn clone(&self) -> Self {
+        Self {
+            max_retries: self.max_retries,
+            prefetch_count: self.prefetch_count,
+            concurrent_processing: self.concurrent_processing,
+            handler_timeout: self.handler_timeout,
+            max_pending_per_key: self.max_pending_per_key,
+            max_message_size: self.max_message_size,
+            max_reconnect_attempts: self.max_reconnect_attempts,
+            shutdown: self.shutdown.clone(),
+            processing: self.processing.clone(),
+            consumer_group: self.consumer_group.clone(),
+            _backend: PhantomData,
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Coordinated consumer groups through the generic API: `broker.consumer_group()`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
+use crate::backend::capability::HasCoordinatedGroups;
+use crate::backend::internal::RegistryImpl;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::autoscale::GroupsAutoscaler;
+use crate::engine::registry::{Group, Registries};
+use crate::engine::tasks::TaskSet;
+use crate::error::Result;
+use crate::handler::MessageHandler;
+use crate::topic::{SequencedTopic, Topic};
+
+/// A backend's group configuration, wrapped for the generic API.
+pub struct ConsumerGroupConfig<B: HasCoordinatedGroups> {
+    inner: B::ConsumerGroupConfig,
+}
+
+impl<B: HasCoordinatedGroups> ConsumerGroupConfig<B> {
+    /// Wraps a backend configuration such as `InMemoryConsumerGroupConfig::new(1..=4)`.
+    pub fn new(inner: B::ConsumerGroupConfig) -> Self {
+        Self { inner }
+    }
+}
+
+/// Consumer groups of several topics that start, scale and stop together.
+///
+/// Obtained from [`Broker::consumer_group`](crate::Broker::consumer_group). Its groups are visible to
+/// [`Broker::autoscaler`](crate::Broker::autoscaler); [`ConsumerGroup::enable_autoscaling`] runs an
+/// autoscaler for them during [`ConsumerGroup::run_until_timeout`].
+pub struct ConsumerGroup<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static = ()> {
+    registry: Arc<Mutex<B::RegistryImpl>>,
+    ctx: Ctx,
+    token: CancellationToken,
+    autoscaling: Option<AutoscalerConfig>,
+}
+
+impl<B: HasCoordinatedGroups> ConsumerGroup<B, ()> {
+    pub(crate) fn new(registry: B::RegistryImpl) -> Self {
+        let token = registry.broker_token().child_token();
+        let directory = registry.directory();
+        let registry = Arc::new(Mutex::new(registry));
+        directory.add(&registry);
+        Self {
+            registry,
+            ctx: (),
+            token,
+            autoscaling: None,
+        }
+    }
+
+    /// Sets the context passed to every handler registered afterwards.
+    pub fn with_context<Ctx: Clone + Send + Sync + 'static>(self, ctx: Ctx) -> ConsumerGroup<B, Ctx> {
+        ConsumerGroup {
+            registry: self.registry,
+            ctx,
+            token: self.token,
+            autoscaling: self.autoscaling,
+        }
+    }
+}
+
+impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<B, Ctx> {
+    /// Registers a group for the unsequenced topic `T`; each consumer gets a handler from `factory`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` is sequenced or already registered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn register<T, H>(
+        &mut self,
+        config: ConsumerGroupConfig<B>,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T, Context = Ctx>,
+    {
+        if T::topology().sequencing().is_some() {
+            return Err(crate::ShoveError::Topology(format!(
+                "topic '{}' is sequenced; register it with register_fifo",
+                T::topology().queue()
+            )));
+        }
+        self.add::<T, H>(false, config, factory).await
+    }
+
+    /// Registers a per-key ordered group for the sequenced topic `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` is not sequenced or already registered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn register_fifo<T, H>(
+        &mut self,
+        config: ConsumerGroupConfig<B>,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Result<()>
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T, Context = Ctx>,
+    {
+        if T::topology().sequencing().is_none() {
+            return Err(crate::ShoveError::Topology(format!(
+                "topic '{}' is not sequenced; register it with register",
+                T::topology().queue()
+            )));
+        }
+        self.add::<T, H>(true, config, factory).await
+    }
+
+    async fn add<T, H>(
+        &mut self,
+        fifo: bool,
+        config: ConsumerGroupConfig<B>,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T, Context = Ctx>,
+    {
+        let mut registry = self.registry.lock().await;
+        let group = Group::new::<T, H, _>(
+            T::topology().queue().to_string(),
+            registry.transport(),
+            fifo,
+            B::RegistryImpl::group_settings(&config.inner),
+            registry.default_handler_timeout(),
+            self.token.child_token(),
+            factory,
+            self.ctx.clone(),
+        );
+        registry.engine().insert(group)
+    }
+
+    /// Sets the handler timeout for groups whose configuration sets none.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
+    pub fn with_default_handler_timeout(self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
+        match self.registry.try_lock() {
+            Ok(mut r) => r.set_default_handler_timeout(timeout),
+            Err(_) => unreachable!("the registry is not shared before run_until_timeout"),
+        }
+        self
+    }
+
+    /// Runs an autoscaler (threshold strategy, stabilized by `config`'s hysteresis and cooldown) over
+    /// these groups while [`ConsumerGroup::run_until_timeout`] runs. Added in shove 0.16.
+    pub fn enable_autoscaling(mut self, config: AutoscalerConfig) -> Self {
+        self.autoscaling = Some(config);
+        self
+    }
+
+    /// Cancelling this token starts the same drain as the signal of [`ConsumerGroup::run_until_timeout`].
+    /// It stops only these groups, never the broker or other groups.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Starts every group at its minimum size, waits for `signal`, then drains every group within
+    /// `drain_timeout` (see [`ConsumerSupervisor::run_until_timeout`](crate::ConsumerSupervisor::run_until_timeout)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves consumers running until the runtime stops.
+    pub async fn run_until_timeout<S>(self, signal: S, drain_timeout: Duration) -> SupervisorOutcome
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let stats = {
+            let mut registry = self.registry.lock().await;
+            let groups = registry.engine().all_mut();
+            groups
+                .into_iter()
+                .map(|g| {
+                    g.start();
+                    g.stats()
+                })
+                .collect::<Vec<_>>()
+        };
+        let scaler_stop = CancellationToken::new();
+        let mut scaler_task = TaskSet::new(&scaler_stop);
+        if let Some(cfg) = self.autoscaling.clone() {
+            let transport = self.registry.lock().await.transport();
+            let backend = GroupsAutoscaler::new(Registries::One(self.registry.clone()), transport);
+            let strategy = Stabilized::new(
+                ThresholdStrategy {
+                    scale_up_multiplier: cfg.scale_up_multiplier,
+                    scale_down_multiplier: cfg.scale_down_multiplier,
+                },
+                cfg.hysteresis_duration,
+                cfg.cooldown_duration,
+            );
+            let stop = scaler_task.stop_token();
+            scaler_task.spawn(async move {
+                Autoscaler::new(backend, strategy, cfg.poll_interval).run(stop).await;
+                Ok(())
+            });
+        }
+        tokio::select! {
+            _ = signal => {}
+            _ = self.token.cancelled() => {}
+        }
+        scaler_stop.cancel();
+        let _ = scaler_task.drain(Duration::from_secs(5)).await;
+
+        // Every consumer stops taking messages first; then each group gets what is left of the deadline.
+        self.token.cancel();
+        let mut registry = self.registry.lock().await;
+        for g in registry.engine().all_mut() {
+            g.stop();
+        }
+        let mut timed_out = false;
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        for g in registry.engine().all_mut() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            timed_out |= g.drain(Some(left)).await;
+        }
+        let (errors, panics) = stats.iter().fold((0, 0), |(e, p), s| {
+            (
+                e + s.errors.load(std::sync::atomic::Ordering::Relaxed),
+                p + s.panics.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
+        SupervisorOutcome {
+            errors,
+            panics,
+            timed_out,
+        }
+    }
+}

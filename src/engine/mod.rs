@@ -1,0 +1,11 @@
+//! The semantic core: every delivery rule, written once and generic over a
+//! [`Transport`](crate::transport::Transport).
+
+pub(crate) mod autoscale;
+pub(crate) mod consume;
+pub(crate) mod envelope;
+pub(crate) mod registry;
+pub(crate) mod router;
+pub(crate) mod sequencer;
+pub(crate) mod settings;
+pub(crate) mod tasks;

@@ -1,0 +1,5 @@
+//! Backend marker types: pick one as the `B` in [`Broker<B>`](crate::Broker).
+
+/// The in-process backend: queues in this process's memory, no broker needed.
+#[cfg(feature = "inmemory")]
+pub struct InMemory;

@@ -1,0 +1,181 @@
+//! The narrow waist: what a backend implements so the engine can run on its broker.
+//!
+//! The engine decides everything a user can observe about delivery (see `docs/CONTRACT.md`); a transport
+//! only stores messages, hands them out and executes the engine's [`Settlement`]s with the strongest
+//! primitive its broker has. A transport never sees a user's handler, codec or message type: it moves
+//! [`Envelope`]s (bytes plus the engine's headers).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::topology::QueueTopology;
+
+/// Reserved header names (contract rule 2). Every broker mapping stores the envelope under
+/// `x-message-id`, `x-retry-count`, `x-sequence-key`, `x-death-reason`, `x-death-count` and
+/// `x-original-queue`; user headers may not start with one of [`headers::RESERVED_PREFIXES`].
+pub(crate) mod headers {
+    /// Prefixes a user header may not start with (compared case-insensitively).
+    pub const RESERVED_PREFIXES: [&str; 4] = ["x-retry-count", "x-message-id", "x-death", "x-sequence-key"];
+}
+
+/// Why and where a message was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// A reason from the engine's list (`rejected`, `max_retries_exceeded`, …).
+    pub reason: &'static str,
+    /// The queue the message was consumed from.
+    pub original_queue: Arc<str>,
+    /// How many times it has died (1 the first time).
+    pub count: u32,
+}
+
+/// A message as the engine and a transport exchange it: raw bytes plus the engine's envelope.
+/// Cloning is cheap (reference-counted fields).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The encoded message.
+    pub payload: Bytes,
+    /// `x-message-id`: stamped once at publish, never changed.
+    pub message_id: Arc<str>,
+    /// `x-retry-count`.
+    pub retry_count: u32,
+    /// `x-sequence-key`, for sequenced topics.
+    pub sequence_key: Option<Arc<str>>,
+    /// The user's headers (no reserved names).
+    pub headers: Arc<HashMap<String, String>>,
+    /// Set once the message has been dead-lettered.
+    pub death: Option<Death>,
+}
+
+/// A message handed to the engine, with what the transport needs to settle it later.
+pub struct Delivery<Token> {
+    /// The message.
+    pub envelope: Envelope,
+    /// Whether the broker has delivered this message before.
+    pub redelivered: bool,
+    /// The transport's handle for settling this delivery.
+    pub token: Token,
+}
+
+/// Which stream of messages a subscription reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// The main queue of an unsequenced topic (competing consumers).
+    Main(&'static QueueTopology),
+    /// The shards of a sequenced topic. Each shard has at most one active subscription at a time, and a
+    /// shard's messages are handed out in publish order.
+    Shards(&'static QueueTopology),
+    /// The topic's dead-letter queue.
+    DeadLetters(&'static QueueTopology),
+}
+
+impl Source {
+    /// The topic this source belongs to.
+    pub fn topology(&self) -> &'static QueueTopology {
+        match self {
+            Source::Main(t) | Source::Shards(t) | Source::DeadLetters(t) => t,
+        }
+    }
+}
+
+/// Where a retried or deferred message waits before it is delivered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Index into [`QueueTopology::hold_queues`] (or the shard's hold queues).
+    pub index: usize,
+    /// The stage's delay.
+    pub delay: Duration,
+}
+
+/// What the engine decided to do with a delivery; the transport executes it durably.
+#[derive(Debug)]
+pub enum Settlement {
+    /// Done: remove the message.
+    Ack,
+    /// Deliver `envelope` again (its `retry_count` already updated) after `hold`, or at once when `None`.
+    /// The original must be settled in the same atomic step where the broker allows it, otherwise the new
+    /// copy is stored first (contract rule 13).
+    Requeue {
+        /// The message to deliver again.
+        envelope: Envelope,
+        /// The delay stage, if any.
+        hold: Option<Hold>,
+    },
+    /// Move `envelope` (its `death` filled in) to the topic's DLQ and remove the original.
+    DeadLetter {
+        /// The message to dead-letter.
+        envelope: Envelope,
+    },
+    /// Hand the message back unprocessed, unchanged, after `delay` (no retry budget consumed).
+    Release {
+        /// How long the broker should wait before redelivering it.
+        delay: Option<Duration>,
+    },
+}
+
+/// Depth of a queue, for autoscaling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages waiting to be delivered.
+    pub ready: u64,
+    /// Messages delivered and not yet settled.
+    pub in_flight: u64,
+}
+
+/// An open subscription. Shared by the engine's consume loop and its in-flight handlers, so every method
+/// takes `&self` and is safe to call concurrently.
+pub trait Subscription: Send + Sync + 'static {
+    /// The per-delivery settle handle.
+    type Token: Send + 'static;
+
+    /// Waits until at least one message is available and returns at most `max` of them; `Ok(None)` when
+    /// the subscription is closed for good (the broker shut down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no message.
+    fn receive(&self, max: usize) -> impl Future<Output = Result<Option<Vec<Delivery<Self::Token>>>>> + Send;
+
+    /// Executes the engine's decision for one delivery. Idempotent from the engine's point of view: it
+    /// is called once per delivery.
+    fn settle(&self, token: Self::Token, envelope: &Envelope, how: Settlement) -> impl Future<Output = Result<()>> + Send;
+
+    /// Called (synchronously, e.g. from `Drop`) for a delivery the engine gave up without settling, such
+    /// as a handler aborted at the end of a drain. The message must become deliverable again, now or when
+    /// the broker notices; it must never be lost.
+    fn abandon(&self, token: Self::Token, envelope: Envelope);
+
+    /// Stops the subscription; deliveries not yet settled are returned to the broker.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// One broker connection as the engine sees it. Cloning shares the connection.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// The backend's name in logs and the `backend` label of metrics (e.g. `"inmemory"`).
+    const NAME: &'static str;
+    /// The subscription type.
+    type Subscription: Subscription;
+
+    /// Creates the topic's queues if they do not exist. Idempotent.
+    fn declare(&self, topology: &QueueTopology) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores `messages` on the topic (the shard is chosen from `sequence_key` on sequenced topics).
+    /// Returns once the broker has accepted them durably. Returns the number accepted along with the
+    /// first error, if any.
+    fn publish(
+        &self,
+        topology: &'static QueueTopology,
+        messages: Vec<Envelope>,
+    ) -> impl Future<Output = (u64, Result<()>)> + Send;
+
+    /// Opens a subscription on `source`, declaring the topic first if needed.
+    fn subscribe(&self, source: Source) -> impl Future<Output = Result<Self::Subscription>> + Send;
+
+    /// Current depth of a queue (or of all shards of a sequenced topic, by main queue name).
+    fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
+}
