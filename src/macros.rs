@@ -9,7 +9,7 @@
 /// use shove::{define_topic, Topic, TopologyBuilder};
 ///
 /// #[derive(Serialize, Deserialize)]
-/// struct OrderPaid { id: u64 }
+/// pub struct OrderPaid { id: u64 }
 ///
 /// define_topic!(pub Orders, OrderPaid, TopologyBuilder::new("orders").dlq().build());
 /// define_topic!(Raw, Vec<u8>, TopologyBuilder::new("raw").build(), codec = shove::RawBytesCodec);
@@ -45,7 +45,7 @@ macro_rules! define_topic {
 /// use shove::{define_sequenced_topic, SequenceFailure, SequencedTopic, TopologyBuilder};
 ///
 /// #[derive(Serialize, Deserialize)]
-/// struct LedgerEntry { account_id: String }
+/// pub struct LedgerEntry { account_id: String }
 ///
 /// define_sequenced_topic!(pub Ledger, LedgerEntry, |msg| msg.account_id.clone(),
 ///     TopologyBuilder::new("ledger").sequenced(SequenceFailure::FailAll)
