@@ -90,7 +90,9 @@ async fn main() -> shove::error::Result<()> {
 
     let publisher = broker.publisher().await?;
     for (order_id, amount_cents) in [(1, 1_250), (2, 990), (3, 0)] {
-        publisher.publish::<Orders>(&OrderPaid { order_id, amount_cents }).await?;
+        publisher
+            .publish::<Orders>(&OrderPaid { order_id, amount_cents })
+            .await?;
         println!("publish  order #{order_id}");
     }
 

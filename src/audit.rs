@@ -193,10 +193,7 @@ impl<H, A> Audited<H, A> {
                 match tokio::time::timeout(limit, audit).await {
                     Ok(result) => result,
                     Err(_) => {
-                        return Err(format!(
-                            "audit handler timed out after {} ms",
-                            limit.as_millis()
-                        ));
+                        return Err(format!("audit handler timed out after {} ms", limit.as_millis()));
                     }
                 }
             }
@@ -223,12 +220,7 @@ where
     /// Dropping the future abandons the wrapped handler and the audit call wherever they are; the
     /// attempt's record may be missing. The engine only drops it on handler timeout, which it treats as a
     /// retry, so the message is redelivered and audited again.
-    async fn handle(
-        &self,
-        message: T::Message,
-        metadata: MessageMetadata,
-        ctx: &Self::Context,
-    ) -> Outcome {
+    async fn handle(&self, message: T::Message, metadata: MessageMetadata, ctx: &Self::Context) -> Outcome {
         // Recursion guard: the audit consumer's own deliveries are never audited.
         #[cfg(feature = "audit")]
         if T::topology().queue() == AUDIT_QUEUE {
@@ -301,13 +293,8 @@ impl Topic for AuditLog {
     type Codec = crate::codec::JsonCodec;
 
     fn topology() -> &'static crate::topology::QueueTopology {
-        static TOPOLOGY: std::sync::OnceLock<crate::topology::QueueTopology> =
-            std::sync::OnceLock::new();
-        TOPOLOGY.get_or_init(|| {
-            crate::topology::TopologyBuilder::new(AUDIT_QUEUE)
-                .dlq()
-                .build()
-        })
+        static TOPOLOGY: std::sync::OnceLock<crate::topology::QueueTopology> = std::sync::OnceLock::new();
+        TOPOLOGY.get_or_init(|| crate::topology::TopologyBuilder::new(AUDIT_QUEUE).dlq().build())
     }
 }
 
@@ -396,11 +383,7 @@ mod tests {
         id: u64,
     }
 
-    crate::define_topic!(
-        Orders,
-        Order,
-        TopologyBuilder::new("audit-test-orders").dlq().build()
-    );
+    crate::define_topic!(Orders, Order, TopologyBuilder::new("audit-test-orders").dlq().build());
 
     /// Returns a fixed outcome and counts calls.
     struct Fixed {
@@ -422,22 +405,12 @@ mod tests {
     impl<T: Topic> MessageHandler<T> for Fixed {
         type Context = ();
 
-        async fn handle(
-            &self,
-            _message: T::Message,
-            _metadata: MessageMetadata,
-            _ctx: &(),
-        ) -> Outcome {
+        async fn handle(&self, _message: T::Message, _metadata: MessageMetadata, _ctx: &()) -> Outcome {
             self.handled.fetch_add(1, Ordering::SeqCst);
             self.outcome.clone()
         }
 
-        async fn handle_dead(
-            &self,
-            _message: T::Message,
-            _metadata: DeadMessageMetadata,
-            _ctx: &(),
-        ) {
+        async fn handle_dead(&self, _message: T::Message, _metadata: DeadMessageMetadata, _ctx: &()) {
             self.dead.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -513,9 +486,7 @@ mod tests {
         let handler = Audited::new(Fixed::new(Outcome::Ack), audit.clone());
         let before = Utc::now();
 
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 42 }, metadata("d-1", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 42 }, metadata("d-1", &[]), &()).await;
 
         assert!(matches!(outcome, Outcome::Ack));
         let records = audit.records();
@@ -550,11 +521,7 @@ mod tests {
         assert_eq!(records[0].trace_id, "trace-abc");
         assert_eq!(records[0].metadata.delivery_id, "d-2");
         assert_eq!(
-            records[0]
-                .metadata
-                .headers
-                .get("tenant")
-                .map(String::as_str),
+            records[0].metadata.headers.get("tenant").map(String::as_str),
             Some("t1")
         );
         assert!(matches!(records[0].outcome, Outcome::Reject));
@@ -563,14 +530,9 @@ mod tests {
     #[tokio::test]
     async fn every_outcome_is_recorded_and_returned() {
         let audit = Collect::<Order>::new();
-        for (i, expected) in [
-            Outcome::Ack,
-            Outcome::Retry,
-            Outcome::Reject,
-            Outcome::Defer,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, expected) in [Outcome::Ack, Outcome::Retry, Outcome::Reject, Outcome::Defer]
+            .into_iter()
+            .enumerate()
         {
             let handler = Audited::new(Fixed::new(expected.clone()), audit.clone());
             let outcome = MessageHandler::<Orders>::handle(
@@ -603,9 +565,7 @@ mod tests {
 
         let audit = Collect::<Order>::new();
         let handler = Audited::new(Sleepy, audit.clone());
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 3 }, metadata("d", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 3 }, metadata("d", &[]), &()).await;
         assert!(matches!(outcome, Outcome::Ack));
         let records = audit.records();
         assert_eq!(records.len(), 1);
@@ -619,9 +579,7 @@ mod tests {
         let handled = inner.handled.clone();
         let handler = Audited::new(inner, Failing);
 
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 5 }, metadata("d-5", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 5 }, metadata("d-5", &[]), &()).await;
 
         assert!(matches!(outcome, Outcome::Retry));
         assert_eq!(handled.load(Ordering::SeqCst), 1);
@@ -630,9 +588,7 @@ mod tests {
     #[tokio::test]
     async fn audit_failure_overrides_reject_too() {
         let handler = Audited::new(Fixed::new(Outcome::Reject), Failing);
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 6 }, metadata("d-6", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 6 }, metadata("d-6", &[]), &()).await;
         assert!(matches!(outcome, Outcome::Retry));
     }
 
@@ -642,9 +598,7 @@ mod tests {
             .with_audit_timeout(Duration::from_millis(100));
 
         let started = tokio::time::Instant::now();
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 7 }, metadata("d-7", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 7 }, metadata("d-7", &[]), &()).await;
 
         assert!(matches!(outcome, Outcome::Retry));
         let waited = started.elapsed();
@@ -658,9 +612,7 @@ mod tests {
         assert_eq!(handler.audit_timeout, Some(Duration::from_secs(5)));
 
         let started = tokio::time::Instant::now();
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 8 }, metadata("d-8", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 8 }, metadata("d-8", &[]), &()).await;
 
         assert!(matches!(outcome, Outcome::Retry));
         let waited = started.elapsed();
@@ -674,9 +626,7 @@ mod tests {
     async fn slow_audit_within_timeout_keeps_outcome() {
         let handler = Audited::new(Fixed::new(Outcome::Defer), Slow(Duration::from_millis(50)))
             .with_audit_timeout(Duration::from_secs(1));
-        let outcome =
-            MessageHandler::<Orders>::handle(&handler, Order { id: 9 }, metadata("d-9", &[]), &())
-                .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 9 }, metadata("d-9", &[]), &()).await;
         assert!(matches!(outcome, Outcome::Defer));
     }
 
@@ -722,13 +672,7 @@ mod tests {
         let audit = Collect::<Order>::new();
         let handler: Audited<Arc<Fixed>, _> =
             MessageHandlerExt::<Orders>::audited(Arc::new(Fixed::new(Outcome::Ack)), audit.clone());
-        let outcome = MessageHandler::<Orders>::handle(
-            &handler,
-            Order { id: 12 },
-            metadata("d-12", &[]),
-            &(),
-        )
-        .await;
+        let outcome = MessageHandler::<Orders>::handle(&handler, Order { id: 12 }, metadata("d-12", &[]), &()).await;
         assert!(matches!(outcome, Outcome::Ack));
         assert_eq!(audit.records().len(), 1);
     }
@@ -781,8 +725,7 @@ mod tests {
             timestamp: Utc::now(),
         };
 
-        let outcome =
-            MessageHandler::<AuditLog>::handle(&handler, message, metadata("d-15", &[]), &()).await;
+        let outcome = MessageHandler::<AuditLog>::handle(&handler, message, metadata("d-15", &[]), &()).await;
 
         assert!(matches!(outcome, Outcome::Ack));
         assert_eq!(handled.load(Ordering::SeqCst), 1);
@@ -802,8 +745,7 @@ mod tests {
             duration_ms: 1,
             timestamp: Utc::now(),
         };
-        let outcome =
-            MessageHandler::<AuditLog>::handle(&handler, message, metadata("d-17", &[]), &()).await;
+        let outcome = MessageHandler::<AuditLog>::handle(&handler, message, metadata("d-17", &[]), &()).await;
         assert!(matches!(outcome, Outcome::Ack));
     }
 }

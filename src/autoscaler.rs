@@ -89,12 +89,7 @@ pub struct ScalingMetrics {
 
 impl ScalingMetrics {
     /// Bundles the measurements of one group.
-    pub fn new(
-        messages_ready: u64,
-        messages_in_flight: u64,
-        active_consumers: u16,
-        prefetch_count: u16,
-    ) -> Self {
+    pub fn new(messages_ready: u64, messages_in_flight: u64, active_consumers: u16, prefetch_count: u16) -> Self {
         Self {
             messages_ready,
             messages_in_flight,
@@ -178,9 +173,7 @@ impl ScalingStrategy for ThresholdStrategy {
         }
         // Counts far beyond 2^53 lose precision as f64, which does not matter for a threshold.
         let capacity = capacity as f64;
-        let load = metrics
-            .messages_ready
-            .saturating_add(metrics.messages_in_flight);
+        let load = metrics.messages_ready.saturating_add(metrics.messages_in_flight);
         if backlog as f64 > capacity * self.scale_up_multiplier {
             ScalingDecision::ScaleUp(1)
         } else if (load as f64) < capacity * self.scale_down_multiplier {
@@ -303,21 +296,14 @@ pub trait AutoscalerBackend: Send + Sync {
     /// # Errors
     ///
     /// Any error from the broker; the autoscaler logs it and skips this group for this poll.
-    fn fetch_metrics(
-        &self,
-        group: &Self::GroupId,
-    ) -> impl Future<Output = Result<ScalingMetrics>> + Send;
+    fn fetch_metrics(&self, group: &Self::GroupId) -> impl Future<Output = Result<ScalingMetrics>> + Send;
 
     /// Applies `decision` to `group`, keeping the group within its own minimum and maximum.
     ///
     /// # Errors
     ///
     /// Any error starting or stopping consumers; the autoscaler logs it and continues.
-    fn scale(
-        &self,
-        group: &Self::GroupId,
-        decision: ScalingDecision,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn scale(&self, group: &Self::GroupId, decision: ScalingDecision) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Periodically scales the consumer groups of a backend according to a strategy.
@@ -503,10 +489,7 @@ mod tests {
             strategy.evaluate("g", &metrics(11, 0, 1, 10)),
             ScalingDecision::ScaleUp(1)
         );
-        assert_eq!(
-            strategy.evaluate("g", &metrics(1, 0, 1, 10)),
-            ScalingDecision::Hold
-        );
+        assert_eq!(strategy.evaluate("g", &metrics(1, 0, 1, 10)), ScalingDecision::Hold);
         assert_eq!(
             strategy.evaluate("g", &metrics(0, 0, 1, 10)),
             ScalingDecision::ScaleDown(1)
@@ -528,10 +511,7 @@ mod tests {
 
     impl ScalingStrategy for Scripted {
         fn evaluate(&mut self, group: &str, _metrics: &ScalingMetrics) -> ScalingDecision {
-            self.next
-                .get(group)
-                .cloned()
-                .unwrap_or(ScalingDecision::Hold)
+            self.next.get(group).cloned().unwrap_or(ScalingDecision::Hold)
         }
 
         fn gc(&mut self, active: &[impl AsRef<str>]) {
@@ -591,11 +571,7 @@ mod tests {
         assert_eq!(eval(&mut s, "g"), ScalingDecision::Hold, "clock restarted");
         advance(8).await;
         s.inner.set("g", ScalingDecision::ScaleDown(1));
-        assert_eq!(
-            eval(&mut s, "g"),
-            ScalingDecision::Hold,
-            "direction changed"
-        );
+        assert_eq!(eval(&mut s, "g"), ScalingDecision::Hold, "direction changed");
         advance(9).await;
         assert_eq!(eval(&mut s, "g"), ScalingDecision::Hold);
         advance(1).await;
@@ -616,17 +592,9 @@ mod tests {
             assert_eq!(eval(&mut s, "g"), ScalingDecision::Hold, "cooling down");
         }
         advance(4).await;
-        assert_eq!(
-            eval(&mut s, "g"),
-            ScalingDecision::Hold,
-            "29 s after scaling"
-        );
+        assert_eq!(eval(&mut s, "g"), ScalingDecision::Hold, "29 s after scaling");
         advance(1).await;
-        assert_eq!(
-            eval(&mut s, "g"),
-            ScalingDecision::ScaleUp(1),
-            "cooldown over"
-        );
+        assert_eq!(eval(&mut s, "g"), ScalingDecision::ScaleUp(1), "cooldown over");
     }
 
     #[tokio::test(start_paused = true)]
@@ -744,11 +712,7 @@ mod tests {
         }
 
         async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
-            self.calls
-                .lock()
-                .unwrap()
-                .scaled
-                .push((group.clone(), decision));
+            self.calls.lock().unwrap().scaled.push((group.clone(), decision));
             if self.fail_scale.contains(group) {
                 return Err(ShoveError::Connection("scale failed".into()));
             }
@@ -764,11 +728,7 @@ mod tests {
             .with_group("busy", metrics(100, 10, 2, 10))
             .with_group("steady", metrics(15, 10, 2, 10))
             .with_group("idle", metrics(0, 1, 2, 10));
-        let mut autoscaler = Autoscaler::new(
-            backend.clone(),
-            ThresholdStrategy::default(),
-            Duration::from_secs(5),
-        );
+        let mut autoscaler = Autoscaler::new(backend.clone(), ThresholdStrategy::default(), Duration::from_secs(5));
         autoscaler.poll_and_scale().await;
         assert_eq!(backend.fetched(), ["busy", "steady", "idle"]);
         assert_eq!(
@@ -788,11 +748,7 @@ mod tests {
         // A group whose metrics cannot be fetched.
         backend.groups.insert(0, "missing".to_owned());
         backend.fail_scale.insert("broken-scale".to_owned());
-        let mut autoscaler = Autoscaler::new(
-            backend.clone(),
-            ThresholdStrategy::default(),
-            Duration::from_secs(5),
-        );
+        let mut autoscaler = Autoscaler::new(backend.clone(), ThresholdStrategy::default(), Duration::from_secs(5));
         autoscaler.poll_and_scale().await;
         assert_eq!(backend.fetched(), ["missing", "broken-scale", "ok"]);
         assert_eq!(
@@ -811,10 +767,7 @@ mod tests {
         let mut autoscaler = Autoscaler::new(backend.clone(), Scripted::default(), Duration::ZERO);
         autoscaler.poll_and_scale().await;
         assert!(backend.fetched().is_empty());
-        assert!(
-            autoscaler.strategy.gc_calls.is_empty(),
-            "no gc without a group list"
-        );
+        assert!(autoscaler.strategy.gc_calls.is_empty(), "no gc without a group list");
     }
 
     #[tokio::test]
@@ -826,24 +779,14 @@ mod tests {
         strategy.set("b", ScalingDecision::ScaleDown(2));
         let mut autoscaler = Autoscaler::new(backend.clone(), strategy, Duration::ZERO);
         autoscaler.poll_and_scale().await;
-        assert_eq!(
-            autoscaler.strategy.gc_calls,
-            vec![vec!["a".to_owned(), "b".to_owned()]]
-        );
-        assert_eq!(
-            backend.scaled(),
-            [("b".to_owned(), ScalingDecision::ScaleDown(2))]
-        );
+        assert_eq!(autoscaler.strategy.gc_calls, vec![vec!["a".to_owned(), "b".to_owned()]]);
+        assert_eq!(backend.scaled(), [("b".to_owned(), ScalingDecision::ScaleDown(2))]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn run_polls_every_interval_until_cancelled() {
         let backend = FakeBackend::default().with_group("g", metrics(0, 0, 1, 1));
-        let mut autoscaler = Autoscaler::new(
-            backend.clone(),
-            ThresholdStrategy::default(),
-            Duration::from_secs(5),
-        );
+        let mut autoscaler = Autoscaler::new(backend.clone(), ThresholdStrategy::default(), Duration::from_secs(5));
         let shutdown = CancellationToken::new();
         let run = autoscaler.run(shutdown.clone());
         assert_send(&run);
@@ -859,11 +802,7 @@ mod tests {
     #[tokio::test]
     async fn run_returns_when_already_cancelled() {
         let backend = FakeBackend::default().with_group("g", metrics(100, 0, 1, 1));
-        let mut autoscaler = Autoscaler::new(
-            backend.clone(),
-            ThresholdStrategy::default(),
-            Duration::ZERO,
-        );
+        let mut autoscaler = Autoscaler::new(backend.clone(), ThresholdStrategy::default(), Duration::ZERO);
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), autoscaler.run(shutdown))
@@ -878,11 +817,7 @@ mod tests {
             hang: true,
             ..FakeBackend::default()
         };
-        let mut autoscaler = Autoscaler::new(
-            backend,
-            ThresholdStrategy::default(),
-            Duration::from_secs(5),
-        );
+        let mut autoscaler = Autoscaler::new(backend, ThresholdStrategy::default(), Duration::from_secs(5));
         let shutdown = CancellationToken::new();
         let canceller = shutdown.clone();
         tokio::spawn(async move {

@@ -45,8 +45,8 @@ pub use audit::{AuditHandler, AuditRecord, Audited};
 pub use audit::{AuditLog, ShoveAuditHandler};
 pub use autoscale_metrics::AutoscaleMetrics;
 pub use autoscaler::{
-    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, ScalingStrategy,
-    Stabilized, ThresholdStrategy,
+    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, ScalingStrategy, Stabilized,
+    ThresholdStrategy,
 };
 pub use backend::Backend;
 pub use backend::capability::HasCoordinatedGroups;
@@ -54,9 +54,7 @@ pub use broker::Broker;
 pub use codec::{Codec, JsonCodec, RawBytesCodec};
 #[cfg(feature = "protobuf")]
 pub use codecs::protobuf::ProtobufCodec;
-pub use consumer::{
-    ConsumerOptions, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_PER_KEY,
-};
+pub use consumer::{ConsumerOptions, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_PER_KEY};
 pub use consumer_group::{ConsumerGroup, ConsumerGroupConfig};
 pub use consumer_supervisor::{ConsumerSupervisor, SupervisorOutcome};
 pub use error::ShoveError;

@@ -163,44 +163,38 @@ mod emit {
     /// One delivery finished; `outcome` is `ack`, `retry`, `reject`, `defer` or `dead_letter`.
     #[inline]
     pub(crate) fn consumed(topic: &str, outcome: &'static str) {
-        ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome)
-            .increment(1);
+        ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome).increment(1);
     }
 
     /// One delivery failed; `reason` is one of the values listed in the module docs.
     #[inline]
     pub(crate) fn failed(topic: &str, reason: &'static str) {
-        ::metrics::counter!(names().failed.as_str(), "topic" => topic.to_owned(), "reason" => reason)
-            .increment(1);
+        ::metrics::counter!(names().failed.as_str(), "topic" => topic.to_owned(), "reason" => reason).increment(1);
     }
 
     /// `count` messages were accepted by the broker.
     #[inline]
     pub(crate) fn published(topic: &str, count: u64) {
-        ::metrics::counter!(names().published.as_str(), "topic" => topic.to_owned())
-            .increment(count);
+        ::metrics::counter!(names().published.as_str(), "topic" => topic.to_owned()).increment(count);
     }
 
     /// A handler took `seconds` on one delivery.
     #[inline]
     pub(crate) fn processing_duration(topic: &str, seconds: f64) {
-        ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned())
-            .record(seconds);
+        ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned()).record(seconds);
     }
 
     /// A publish call took `seconds` until confirmed.
     #[inline]
     pub(crate) fn publish_duration(topic: &str, seconds: f64) {
-        ::metrics::histogram!(names().publish_duration.as_str(), "topic" => topic.to_owned())
-            .record(seconds);
+        ::metrics::histogram!(names().publish_duration.as_str(), "topic" => topic.to_owned()).record(seconds);
     }
 
     /// A consumed payload was `bytes` long.
     #[inline]
     pub(crate) fn message_size(topic: &str, bytes: usize) {
         // Precision loss above 2^53 bytes is irrelevant for a size histogram.
-        ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned())
-            .record(bytes as f64);
+        ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned()).record(bytes as f64);
     }
 
     /// Deliveries in progress changed by `delta` (negative when they finish).
@@ -381,20 +375,11 @@ mod tests {
         assert_eq!(names.consumed, "billing_messages_consumed_total");
         assert_eq!(names.failed, "billing_messages_failed_total");
         assert_eq!(names.published, "billing_messages_published_total");
-        assert_eq!(
-            names.processing_duration,
-            "billing_message_processing_duration_seconds"
-        );
-        assert_eq!(
-            names.publish_duration,
-            "billing_message_publish_duration_seconds"
-        );
+        assert_eq!(names.processing_duration, "billing_message_processing_duration_seconds");
+        assert_eq!(names.publish_duration, "billing_message_publish_duration_seconds");
         assert_eq!(names.message_size, "billing_message_size_bytes");
         assert_eq!(names.inflight, "billing_messages_inflight");
-        assert_eq!(
-            names.autoscaler_decisions,
-            "billing_autoscaler_decisions_total"
-        );
+        assert_eq!(names.autoscaler_decisions, "billing_autoscaler_decisions_total");
         assert_eq!(names.backend_errors, "billing_backend_errors_total");
     }
 

@@ -8,8 +8,8 @@ use crate::backend::internal::PublisherImpl;
 use crate::codec::Codec;
 use crate::engine::envelope;
 use crate::error::Result;
-use crate::transport::Envelope;
 use crate::topic::Topic;
+use crate::transport::Envelope;
 
 /// Publishes messages of any topic on backend `B`. Cheap to clone; clones share the connection.
 pub struct Publisher<B: Backend> {

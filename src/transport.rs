@@ -10,8 +10,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::error::Result;
 use crate::topology::QueueTopology;
 
@@ -21,6 +19,39 @@ use crate::topology::QueueTopology;
 pub(crate) mod headers {
     /// Prefixes a user header may not start with (compared case-insensitively).
     pub const RESERVED_PREFIXES: [&str; 4] = ["x-retry-count", "x-message-id", "x-death", "x-sequence-key"];
+}
+
+/// A message id (`x-message-id`). Ids shove stamps are UUIDs, kept as 16 bytes and formatted only when a
+/// handler asks for them; ids from elsewhere are kept as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MessageId {
+    /// A UUID (the usual case).
+    Uuid(uuid::Uuid),
+    /// Any other text.
+    Text(Arc<str>),
+}
+
+impl MessageId {
+    /// The id as text, as handlers see it in `MessageMetadata::delivery_id`.
+    pub fn to_text(&self) -> String {
+        match self {
+            MessageId::Uuid(u) => {
+                // Formats into a stack buffer: the fmt machinery would cost more than the allocation.
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                String::from(&*u.hyphenated().encode_lower(&mut buf))
+            }
+            MessageId::Text(t) => String::from(&**t),
+        }
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageId::Uuid(u) => u.hyphenated().fmt(f),
+            MessageId::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// Why and where a message was dead-lettered.
@@ -35,21 +66,22 @@ pub struct Death {
 }
 
 /// A message as the engine and a transport exchange it: raw bytes plus the engine's envelope.
-/// Cloning is cheap (reference-counted fields).
+/// The payload is a plain vector: it is moved, never shared, on the common path (publish → deliver →
+/// ack); only retries and hand-backs copy it.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     /// The encoded message.
-    pub payload: Bytes,
+    pub payload: Vec<u8>,
     /// `x-message-id`: stamped once at publish, never changed.
-    pub message_id: Arc<str>,
+    pub message_id: MessageId,
     /// `x-retry-count`.
     pub retry_count: u32,
     /// `x-sequence-key`, for sequenced topics.
     pub sequence_key: Option<Arc<str>>,
     /// The user's headers (no reserved names).
     pub headers: Arc<HashMap<String, String>>,
-    /// Set once the message has been dead-lettered.
-    pub death: Option<Death>,
+    /// Set once the message has been dead-lettered (boxed: rare, and it keeps envelopes small).
+    pub death: Option<Box<Death>>,
 }
 
 /// A message handed to the engine, with what the transport needs to settle it later.
@@ -111,8 +143,10 @@ pub enum Settlement {
         /// The message to dead-letter.
         envelope: Envelope,
     },
-    /// Hand the message back unprocessed, unchanged, after `delay` (no retry budget consumed).
+    /// Hand `envelope` back unprocessed, unchanged, after `delay` (no retry budget consumed).
     Release {
+        /// The message as it was delivered.
+        envelope: Envelope,
         /// How long the broker should wait before redelivering it.
         delay: Option<Duration>,
     },
@@ -133,17 +167,17 @@ pub trait Subscription: Send + Sync + 'static {
     /// The per-delivery settle handle.
     type Token: Send + 'static;
 
-    /// Waits until at least one message is available and returns at most `max` of them; `Ok(None)` when
-    /// the subscription is closed for good (the broker shut down).
+    /// Waits until at least one message is available and appends at most `max` of them to `out`;
+    /// returns `Ok(false)` when the subscription is closed for good (the broker shut down).
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: dropping the future before it completes loses no message.
-    fn receive(&self, max: usize) -> impl Future<Output = Result<Option<Vec<Delivery<Self::Token>>>>> + Send;
+    /// Cancel-safe: dropping the future before it completes loses no message (nothing is appended).
+    fn receive(&self, max: usize, out: &mut Vec<Delivery<Self::Token>>) -> impl Future<Output = Result<bool>> + Send;
 
     /// Executes the engine's decision for one delivery. Idempotent from the engine's point of view: it
     /// is called once per delivery.
-    fn settle(&self, token: Self::Token, envelope: &Envelope, how: Settlement) -> impl Future<Output = Result<()>> + Send;
+    fn settle(&self, token: Self::Token, how: Settlement) -> impl Future<Output = Result<()>> + Send;
 
     /// Called (synchronously, e.g. from `Drop`) for a delivery the engine gave up without settling, such
     /// as a handler aborted at the end of a drain. The message must become deliverable again, now or when

@@ -28,7 +28,12 @@ impl<R: RegistryImpl> AutoscalerBackend for GroupsAutoscaler<R> {
     async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
         let view = self.registries.view(group).await?;
         let depth = self.transport.depth(&view.queue).await?;
-        Ok(ScalingMetrics::new(depth.ready, depth.in_flight, view.active, view.prefetch))
+        Ok(ScalingMetrics::new(
+            depth.ready,
+            depth.in_flight,
+            view.active,
+            view.prefetch,
+        ))
     }
 
     async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {

@@ -1,12 +1,25 @@
 //! The consume loop: one per consumer, generic over the transport. Every delivery rule a user can observe
 //! is applied here or in [`super::router`] / [`super::sequencer`], never in a backend.
+//!
+//! # The fast path
+//!
+//! Most handler calls and most settlements finish the first time they are polled. The loop therefore
+//! polls each handler future (and then its settle future) once, in place, in a reusable pinned slot; only
+//! a call that has to wait is moved, slot and all, into the set of in-flight jobs and a fresh slot is made.
+//! A delivery whose handler and settle complete at once costs no allocation and no task of its own. The
+//! rules applied are the same on both paths: [`outcome_of`] and [`decision_for`] are shared.
 
+use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::CatchUnwind;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::router::{self, Decision, OutcomeKind, Verdict, reasons};
@@ -16,8 +29,9 @@ use crate::codec::Codec;
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::metadata::{DeadMessageMetadata, MessageMetadata};
+use crate::outcome::Outcome;
 use crate::topic::Topic;
-use crate::transport::{Death, Delivery, Envelope, Settlement, Source, Subscription, Transport};
+use crate::transport::{Death, Delivery, Envelope, MessageId, Settlement, Source, Subscription, Transport};
 
 /// How long a message handed back by a sequenced consumer (key buffer full) waits before redelivery.
 const OVERFLOW_RELEASE_DELAY: Duration = Duration::from_millis(100);
@@ -61,6 +75,10 @@ struct Done {
     head: Option<HeadResult>,
 }
 
+impl Done {
+    const NOTHING: Done = Done { key: None, head: None };
+}
+
 /// Owns a delivery until it is settled; if dropped unsettled (aborted drain), the transport is told so
 /// that the message is redelivered rather than lost.
 struct InFlight<'a, S: Subscription> {
@@ -81,9 +99,14 @@ impl<'a, S: Subscription> InFlight<'a, S> {
         )
     }
 
-    async fn settle(mut self, how: Settlement) -> Result<()> {
+    /// Hands the token over for settling; from here on the settle call is responsible for it.
+    fn take_token(&mut self) -> Option<S::Token> {
+        self.token.take()
+    }
+
+    async fn settle(mut self, how: impl FnOnce(Envelope) -> Settlement) -> Result<()> {
         match self.token.take() {
-            Some(token) => self.sub.settle(token, &self.envelope, how).await,
+            Some(token) => self.sub.settle(token, how(self.envelope.clone())).await,
             None => Ok(()),
         }
     }
@@ -95,6 +118,49 @@ impl<S: Subscription> Drop for InFlight<'_, S> {
             self.sub.abandon(token, self.envelope.clone());
         }
     }
+}
+
+/// A handler call in progress: the user's future, with panics caught.
+type Call<F> = CatchUnwind<AssertUnwindSafe<F>>;
+/// What a handler call ended with: its outcome, or the panic.
+type CallResult = std::result::Result<Outcome, Box<dyn Any + Send>>;
+/// A reusable, pinned home for a future, so it can be polled in place and moved only if it must wait.
+type Slot<F> = Pin<Box<Option<F>>>;
+
+fn empty_slot<A, B, F>(_: &impl Fn(A, B) -> F) -> Slot<F> {
+    Box::pin(None)
+}
+
+/// Polls the future in `slot` once with the current task's context; `None` while it is pending.
+async fn poll_slot<F: Future>(slot: &mut Slot<F>) -> Option<F::Output> {
+    let out = std::future::poll_fn(|cx| {
+        Poll::Ready(match slot.as_mut().as_pin_mut() {
+            Some(f) => match f.poll(cx) {
+                Poll::Ready(v) => Some(v),
+                Poll::Pending => None,
+            },
+            None => None,
+        })
+    })
+    .await;
+    if out.is_some() {
+        slot.set(None);
+    }
+    out
+}
+
+/// Awaits the future in `slot` to completion.
+async fn finish_slot<F: Future>(mut slot: Slot<F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
+        Some(f) => f.poll(cx).map(Some),
+        None => Poll::Ready(None),
+    })
+    .await
+}
+
+/// An empty set typed by the job starter, so the loop can use it before the first push.
+fn futures_for<A, F: Future>(_: &impl Fn(A) -> F) -> FuturesUnordered<F> {
+    FuturesUnordered::new()
 }
 
 /// Runs a consumer on `source` until `ctl` stops it or the broker closes.
@@ -144,93 +210,129 @@ where
         (Mode::Live, Some(cfg)) => Some(Sequencer::new(cfg.on_failure(), settings.max_pending_per_key)),
         _ => None,
     };
-    let start = |j: Job<<Tr::Subscription as Subscription>::Token>| job(j, &shared, mode);
-    let mut inflight = futures_for(&start);
+
+    // The fast-path slots and the in-flight set (see the module docs).
+    let call = |m: T::Message, meta: MessageMetadata| AssertUnwindSafe(handler.handle(m, meta, ctx)).catch_unwind();
+    let settle = |token, how: Settlement| sub.settle(token, how);
+    let mut call_slot = empty_slot(&call);
+    let mut settle_slot = empty_slot(&settle);
+    type Tok<Tr> = <<Tr as Transport>::Subscription as Subscription>::Token;
+    let waiting = |w| Waiting::finish(w, &shared);
+    let mut inflight = futures_for(&waiting);
+
+    let mut batch = Vec::with_capacity(settings.capacity);
+    let mut work: VecDeque<Job<Tok<Tr>>> = VecDeque::new();
     let mut failures = 0u32;
     let mut outcome = Ok(());
+    let mut stopping = false;
+    let mut handed_back = false;
+
+    // Starts a job: finishes it in place when nothing waits, else adds it to the in-flight set.
+    macro_rules! start {
+        ($job:expr) => {{
+            let step = match ($job, mode) {
+                (Job::Handle(d), Mode::Live) => {
+                    fast_path(d, &shared, &call, &mut call_slot, &settle, &mut settle_slot).await
+                }
+                (other, _) => Step::Wait(Waiting::Job(other)),
+            };
+            match step {
+                Step::Done(done) => complete(done, sequencer.as_mut(), &mut work),
+                Step::Wait(w) => inflight.push(waiting(w)),
+            }
+        }};
+    }
 
     loop {
         let room = settings.capacity.saturating_sub(inflight.len());
         tokio::select! {
             biased;
-            _ = ctl.abort.cancelled() => break,
-            Some(done) = inflight.next(), if !inflight.is_empty() => {
-                if let (Some(seq), Some(key), Some(head)) = (sequencer.as_mut(), done.key, done.head) {
-                    for next in seq.complete(&key, head) {
-                        if let Some(j) = job_for(next) {
-                            inflight.push(start(j));
-                        }
+            _ = ctl.abort.cancelled() => {
+                // Buffered deliveries never reached a job: give them back like the in-flight ones.
+                if let Some(seq) = sequencer.as_mut() {
+                    for d in seq.take_buffered() {
+                        sub.abandon(d.token, d.envelope);
                     }
                 }
+                break;
             }
-            _ = ctl.stop.cancelled() => break,
-            received = sub.receive(room), if room > 0 => match received {
-                Ok(Some(batch)) => {
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                complete(done, sequencer.as_mut(), &mut work);
+            }
+            _ = ctl.stop.cancelled(), if !stopping => stopping = true,
+            received = sub.receive(room, &mut batch), if room > 0 && !stopping => match received {
+                Ok(true) => {
                     failures = 0;
-                    for d in batch {
-                        let next = match sequencer.as_mut() {
-                            Some(seq) => seq.admit(d),
-                            None => Admit::Run(d),
-                        };
-                        if let Some(j) = job_for(next) {
-                            inflight.push(start(j));
+                    for d in batch.drain(..) {
+                        match sequencer.as_mut() {
+                            Some(seq) => work.extend(job_for(seq.admit(d))),
+                            None => start!(Job::Handle(d)),
                         }
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => stopping = true,
                 Err(e) => {
                     failures += 1;
                     crate::metrics::backend_error(Tr::NAME, "receive");
                     if !e.is_retryable() || settings.max_reconnect_attempts.is_some_and(|m| failures > m) {
                         tracing::error!(queue = %shared.queue, error = %e, attempts = failures, "consumer giving up");
                         outcome = Err(e);
-                        break;
-                    }
-                    tracing::warn!(queue = %shared.queue, error = %e, attempt = failures, "receive failed; retrying");
-                    let wait = backoff(failures);
-                    tokio::select! {
-                        _ = ctl.stop.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
+                        stopping = true;
+                    } else {
+                        tracing::warn!(queue = %shared.queue, error = %e, attempt = failures, "receive failed; retrying");
+                        tokio::select! {
+                            _ = ctl.stop.cancelled() => {}
+                            _ = tokio::time::sleep(backoff(failures)) => {}
+                        }
                     }
                 }
+            },
+        }
+        if stopping && !handed_back {
+            handed_back = true;
+            if let Some(seq) = sequencer.as_mut() {
+                // Buffered messages never started: they go back at once.
+                work.extend(seq.take_buffered().into_iter().map(|d| Job::Release(d, None)));
+            }
+        }
+
+        // Start what became runnable; finish on the fast path whatever does not have to wait.
+        while let Some(job) = work.pop_front() {
+            match job {
+                // While stopping, whatever the sequencer would start next goes back to the broker.
+                Job::Handle(d) if stopping => start!(Job::Release(d, None)),
+                other => start!(other),
             }
         }
         settings.processing.store(!inflight.is_empty(), Ordering::Relaxed);
+        if stopping && inflight.is_empty() {
+            break;
+        }
     }
 
-    // Drain: buffered messages never started, so they go back at once; in-flight ones finish unless aborted.
-    if let Some(seq) = sequencer.as_mut() {
-        for d in seq.take_buffered() {
-            inflight.push(start(Job::Release(d, None)));
-        }
-    }
-    while !inflight.is_empty() && !ctl.abort.is_cancelled() {
-        tokio::select! {
-            biased;
-            _ = ctl.abort.cancelled() => break,
-            Some(done) = inflight.next() => {
-                // Stopping: whatever the sequencer would start next goes back to the broker instead.
-                if let (Some(seq), Some(key), Some(head)) = (sequencer.as_mut(), done.key, done.head) {
-                    for next in seq.complete(&key, head) {
-                        let d = match next {
-                            Admit::Run(d) | Admit::Release(d) | Admit::Poisoned(d) => d,
-                            Admit::Buffered => continue,
-                        };
-                        inflight.push(start(Job::Release(d, None)));
-                    }
-                }
-            }
-        }
-    }
     drop(inflight);
     settings.processing.store(false, Ordering::Relaxed);
     sub.close().await;
     outcome
 }
 
-/// An empty set typed by the job starter, so the loop can use it before the first push.
-fn futures_for<A, F: Future>(_: &impl Fn(A) -> F) -> FuturesUnordered<F> {
-    FuturesUnordered::new()
+/// Feeds a finished job back to the sequencer, queueing what its key may run next.
+fn complete<Tok>(done: Done, sequencer: Option<&mut Sequencer<Tok>>, work: &mut VecDeque<Job<Tok>>) {
+    if let (Some(seq), Some(key), Some(head)) = (sequencer, done.key, done.head) {
+        for next in seq.complete(&key, head) {
+            work.extend(job_for(next));
+        }
+    }
+}
+
+/// Turns a sequencer verdict into a job (buffered deliveries have none yet).
+fn job_for<Tok>(a: Admit<Tok>) -> Option<Job<Tok>> {
+    match a {
+        Admit::Run(d) => Some(Job::Handle(d)),
+        Admit::Buffered => None,
+        Admit::Release(d) => Some(Job::Release(d, Some(OVERFLOW_RELEASE_DELAY))),
+        Admit::Poisoned(d) => Some(Job::Kill(d, reasons::SEQUENCE_POISONED)),
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -261,17 +363,321 @@ async fn subscribe_with_retry<Tr: Transport>(
     }
 }
 
-/// Turns a sequencer verdict into a job (buffered deliveries have none yet).
-fn job_for<Tok>(a: Admit<Tok>) -> Option<Job<Tok>> {
-    match a {
-        Admit::Run(d) => Some(Job::Handle(d)),
-        Admit::Buffered => None,
-        Admit::Release(d) => Some(Job::Release(d, Some(OVERFLOW_RELEASE_DELAY))),
-        Admit::Poisoned(d) => Some(Job::Kill(d, reasons::SEQUENCE_POISONED)),
+/// What starting a job led to.
+enum Step<'a, Tok, S: Subscription, HF, SF> {
+    /// Finished without waiting.
+    Done(Done),
+    /// Has to wait: continues in the in-flight set.
+    Wait(Waiting<'a, Tok, S, HF, SF>),
+}
+
+/// A job that has to wait, with what it needs to finish.
+enum Waiting<'a, Tok, S: Subscription, HF, SF> {
+    /// The handler did not finish when first polled.
+    Handler {
+        call: Slot<HF>,
+        held: InFlight<'a, S>,
+        key: Option<Arc<str>>,
+        started: Option<std::time::Instant>,
+    },
+    /// The settle call did not finish when first polled.
+    Settle {
+        settle: Slot<SF>,
+        done: Done,
+        id: MessageId,
+    },
+    /// Anything off the fast path: hand-backs, poisoned keys, dead letters.
+    Job(Job<Tok>),
+}
+
+impl<'a, S, HF, SF> Waiting<'a, S::Token, S, HF, SF>
+where
+    S: Subscription,
+    HF: Future<Output = CallResult>,
+    SF: Future<Output = Result<()>>,
+{
+    fn finish<T, H>(self, shared: &'a Shared<'a, T, H, S>) -> impl Future<Output = Done> + 'a
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+        HF: 'a,
+        SF: 'a,
+    {
+        async move {
+            match self {
+                Waiting::Handler {
+                    mut call,
+                    held,
+                    key,
+                    started,
+                } => {
+                    let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
+                    crate::metrics::inflight_add(&shared.queue, -1.0);
+                    record_duration(shared, started);
+                    let verdict = outcome_of(shared, &held.envelope, result);
+                    let decision = router::decide(
+                        verdict,
+                        held.envelope.retry_count,
+                        shared.settings.max_retries,
+                        T::topology(),
+                    );
+                    let id = held.envelope.message_id.clone();
+                    let applied = apply(held, decision, shared).await;
+                    Done {
+                        key,
+                        head: Some(head_result(applied, id)),
+                    }
+                }
+                Waiting::Settle { settle, done, id } => match finish_slot(settle).await {
+                    Some(Ok(())) | None => done,
+                    Some(Err(e)) => {
+                        tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
+                        Done {
+                            key: done.key,
+                            head: done.head.map(|_| HeadResult::Unsettled(id)),
+                        }
+                    }
+                },
+                Waiting::Job(job) => slow_job(job, shared).await,
+            }
+        }
     }
 }
 
-async fn job<T, H, S>(j: Job<S::Token>, shared: &Shared<'_, T, H, S>, mode: Mode) -> Done
+/// Handles one live delivery, finishing it in place when neither the handler nor the settle call waits.
+async fn fast_path<'a, T, H, S, CF, HF, SFn, SF>(
+    d: Delivery<S::Token>,
+    shared: &'a Shared<'a, T, H, S>,
+    call: &CF,
+    call_slot: &mut Slot<HF>,
+    settle: &SFn,
+    settle_slot: &mut Slot<SF>,
+) -> Step<'a, S::Token, S, HF, SF>
+where
+    T: Topic,
+    H: MessageHandler<T>,
+    S: Subscription,
+    CF: Fn(T::Message, MessageMetadata) -> HF,
+    HF: Future<Output = CallResult>,
+    SFn: Fn(S::Token, Settlement) -> SF,
+    SF: Future<Output = Result<()>>,
+{
+    let topology = T::topology();
+    let key = topology.sequencing().map(|_| Sequencer::key_of(&d));
+    let (mut held, redelivered) = InFlight::new(shared.sub, d);
+    let decision = match admit_payload::<T, _>(&held.envelope, shared) {
+        Err(decision) => decision,
+        Ok(message) => {
+            let metadata = metadata_of(&held.envelope, redelivered);
+            let started = crate::metrics::ENABLED.then(std::time::Instant::now);
+            crate::metrics::inflight_add(&shared.queue, 1.0);
+            call_slot.set(Some(call(message, metadata)));
+            let Some(result) = poll_slot(call_slot).await else {
+                let pending = std::mem::replace(call_slot, Box::pin(None));
+                return Step::Wait(Waiting::Handler {
+                    call: pending,
+                    held,
+                    key,
+                    started,
+                });
+            };
+            crate::metrics::inflight_add(&shared.queue, -1.0);
+            record_duration(shared, started);
+            let verdict = outcome_of(shared, &held.envelope, Some(result));
+            router::decide(
+                verdict,
+                held.envelope.retry_count,
+                shared.settings.max_retries,
+                topology,
+            )
+        }
+    };
+    let id = held.envelope.message_id.clone();
+    let (settlement, applied) = decision_for(decision, &held.envelope, shared);
+    let Some(token) = held.take_token() else {
+        return Step::Done(Done::NOTHING);
+    };
+    let done = Done {
+        key,
+        head: Some(head_result(applied, id.clone())),
+    };
+    settle_slot.set(Some(settle(token, settlement)));
+    match poll_slot(settle_slot).await {
+        None => {
+            let pending = std::mem::replace(settle_slot, Box::pin(None));
+            Step::Wait(Waiting::Settle {
+                settle: pending,
+                done,
+                id,
+            })
+        }
+        Some(Ok(())) => Step::Done(done),
+        Some(Err(e)) => {
+            tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
+            Step::Done(Done {
+                key: done.key,
+                head: Some(HeadResult::Unsettled(id)),
+            })
+        }
+    }
+}
+
+/// Checks size and decodes; a payload that cannot reach the handler gets its dead-letter decision.
+fn admit_payload<T: Topic, S: Subscription>(
+    env: &Envelope,
+    shared: &Shared<'_, T, impl MessageHandler<T>, S>,
+) -> std::result::Result<T::Message, Decision> {
+    let topology = T::topology();
+    if shared
+        .settings
+        .max_message_size
+        .is_some_and(|max| env.payload.len() > max)
+    {
+        tracing::warn!(queue = %shared.queue, message_id = %env.message_id, size = env.payload.len(), "payload over max_message_size");
+        return Err(router::dead(reasons::OVERSIZE, topology));
+    }
+    crate::metrics::message_size(&shared.queue, env.payload.len());
+    T::Codec::decode(&env.payload).map_err(|e| {
+        tracing::warn!(queue = %shared.queue, message_id = %env.message_id, error = %e, "payload cannot be decoded");
+        router::dead(reasons::DESERIALIZE, topology)
+    })
+}
+
+fn metadata_of(env: &Envelope, redelivered: bool) -> MessageMetadata {
+    MessageMetadata {
+        retry_count: env.retry_count,
+        delivery_id: env.message_id.to_text(),
+        redelivered,
+        headers: env.headers.clone(),
+    }
+}
+
+/// Classifies a finished (or timed-out, `None`) handler call and records it.
+fn outcome_of<T: Topic, S: Subscription>(
+    shared: &Shared<'_, T, impl MessageHandler<T>, S>,
+    env: &Envelope,
+    result: Option<CallResult>,
+) -> Verdict {
+    let verdict = match result {
+        Some(Ok(outcome)) => Verdict::Returned(OutcomeKind::from(&outcome)),
+        Some(Err(_)) => {
+            shared.stats.panic();
+            tracing::error!(queue = %shared.queue, message_id = %env.message_id, "handler panicked; counted as a retry");
+            crate::metrics::failed(&shared.queue, "panic");
+            Verdict::Panicked
+        }
+        None => {
+            tracing::warn!(queue = %shared.queue, message_id = %env.message_id, "handler timed out; counted as a retry");
+            crate::metrics::failed(&shared.queue, "timeout");
+            Verdict::TimedOut
+        }
+    };
+    let label = match verdict {
+        Verdict::Returned(OutcomeKind::Ack) => "ack",
+        Verdict::Returned(OutcomeKind::Retry) | Verdict::TimedOut | Verdict::Panicked => "retry",
+        Verdict::Returned(OutcomeKind::Reject) => "reject",
+        Verdict::Returned(OutcomeKind::Defer) => "defer",
+    };
+    crate::metrics::consumed(&shared.queue, label);
+    verdict
+}
+
+fn record_duration<T: Topic, S: Subscription>(
+    shared: &Shared<'_, T, impl MessageHandler<T>, S>,
+    started: Option<std::time::Instant>,
+) {
+    if let Some(t) = started {
+        crate::metrics::processing_duration(&shared.queue, t.elapsed().as_secs_f64());
+    }
+}
+
+/// Awaits a handler call that did not finish at once, bounded by the handler timeout (`None` = timed out).
+async fn with_timeout<F: Future>(call: &mut Slot<F>, limit: Option<Duration>) -> Option<F::Output> {
+    // The timer exists only for calls that wait; boxed so jobs stay small.
+    let mut expired = limit.map(|l| Box::pin(tokio::time::sleep(l)));
+    std::future::poll_fn(|cx| {
+        if let Some(f) = call.as_mut().as_pin_mut()
+            && let Poll::Ready(v) = f.poll(cx)
+        {
+            return Poll::Ready(Some(v));
+        }
+        match expired.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|()| None),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+enum Applied {
+    Acked,
+    Requeued,
+    Dead,
+}
+
+fn head_result(applied: Applied, id: MessageId) -> HeadResult {
+    match applied {
+        Applied::Acked => HeadResult::Done,
+        Applied::Requeued => HeadResult::Retrying(id),
+        Applied::Dead => HeadResult::Dead,
+    }
+}
+
+/// The settlement that carries out `decision` for the delivery of `env`.
+fn decision_for<T: Topic, S: Subscription>(
+    decision: Decision,
+    env: &Envelope,
+    shared: &Shared<'_, T, impl MessageHandler<T>, S>,
+) -> (Settlement, Applied) {
+    match decision {
+        Decision::Ack => (Settlement::Ack, Applied::Acked),
+        Decision::Discard { reason } => {
+            tracing::warn!(queue = %shared.queue, message_id = %env.message_id, reason, "topic has no DLQ; message discarded");
+            crate::metrics::failed(&shared.queue, reason);
+            (Settlement::Ack, Applied::Dead)
+        }
+        Decision::Requeue { retry_count, hold } => {
+            let mut envelope = env.clone();
+            envelope.retry_count = retry_count;
+            (Settlement::Requeue { envelope, hold }, Applied::Requeued)
+        }
+        Decision::DeadLetter { reason } => {
+            let mut envelope = env.clone();
+            let count = envelope.death.as_ref().map_or(0, |d| d.count) + 1;
+            envelope.death = Some(Box::new(Death {
+                reason,
+                original_queue: shared.queue.clone(),
+                count,
+            }));
+            crate::metrics::failed(&shared.queue, reason);
+            crate::metrics::consumed(&shared.queue, "dead_letter");
+            (Settlement::DeadLetter { envelope }, Applied::Dead)
+        }
+    }
+}
+
+/// Executes a routing decision through the transport (slow path).
+async fn apply<T, H, S>(held: InFlight<'_, S>, decision: Decision, shared: &Shared<'_, T, H, S>) -> Applied
+where
+    T: Topic,
+    H: MessageHandler<T>,
+    S: Subscription,
+{
+    let (settlement, applied) = decision_for(decision, &held.envelope, shared);
+    match held.settle(|_| settlement).await {
+        Ok(()) => applied,
+        Err(e) => {
+            tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
+            // The broker still holds the original: for the sequencer, it is as if it were retrying.
+            let _ = applied;
+            Applied::Requeued
+        }
+    }
+}
+
+/// Jobs off the fast path: hand-backs, poisoned keys, dead-letter consumption (live deliveries always
+/// start on the fast path).
+async fn slow_job<T, H, S>(j: Job<S::Token>, shared: &Shared<'_, T, H, S>) -> Done
 where
     T: Topic,
     H: MessageHandler<T>,
@@ -280,165 +686,24 @@ where
     match j {
         Job::Release(d, delay) => {
             let (held, _) = InFlight::new(shared.sub, d);
-            if let Err(e) = held.settle(Settlement::Release { delay }).await {
+            if let Err(e) = held.settle(|envelope| Settlement::Release { envelope, delay }).await {
                 tracing::warn!(queue = %shared.queue, error = %e, "could not hand a message back; the broker will redeliver it");
             }
-            Done { key: None, head: None }
+            Done::NOTHING
         }
         Job::Kill(d, reason) => {
             let key = Sequencer::key_of(&d);
             let (held, _) = InFlight::new(shared.sub, d);
             // A poisoned message is never the key's head: nothing to report to the sequencer.
             apply(held, router::dead(reason, T::topology()), shared).await;
-            Done { key: Some(key), head: None }
-        }
-        Job::Handle(d) => match mode {
-            Mode::Live => handle_live(d, shared).await,
-            Mode::DeadLetters => {
-                handle_dead_letter(d, shared).await;
-                Done { key: None, head: None }
-            }
-        },
-    }
-}
-
-async fn handle_live<T, H, S>(d: Delivery<S::Token>, shared: &Shared<'_, T, H, S>) -> Done
-where
-    T: Topic,
-    H: MessageHandler<T>,
-    S: Subscription,
-{
-    let topology = T::topology();
-    let key = topology.sequencing().map(|_| Sequencer::key_of(&d));
-    let (held, redelivered) = InFlight::new(shared.sub, d);
-    let env = &held.envelope;
-
-    let decision = if shared.settings.max_message_size.is_some_and(|max| env.payload.len() > max) {
-        tracing::warn!(queue = %shared.queue, message_id = %env.message_id, size = env.payload.len(), "payload over max_message_size");
-        router::dead(reasons::OVERSIZE, topology)
-    } else {
-        match T::Codec::decode(&env.payload) {
-            Err(e) => {
-                tracing::warn!(queue = %shared.queue, message_id = %env.message_id, error = %e, "payload cannot be decoded");
-                router::dead(reasons::DESERIALIZE, topology)
-            }
-            Ok(message) => {
-                let metadata = MessageMetadata {
-                    retry_count: env.retry_count,
-                    delivery_id: String::from(&*env.message_id),
-                    redelivered,
-                    headers: env.headers.clone(),
-                };
-                crate::metrics::message_size(&shared.queue, env.payload.len());
-                crate::metrics::inflight_add(&shared.queue, 1.0);
-                let verdict = invoke(shared, shared.handler.handle(message, metadata, shared.ctx)).await;
-                crate::metrics::inflight_add(&shared.queue, -1.0);
-                let verdict = match verdict {
-                    Some(Ok(outcome)) => Verdict::Returned(OutcomeKind::from(&outcome)),
-                    Some(Err(())) => {
-                        shared.stats.panic();
-                        tracing::error!(queue = %shared.queue, message_id = %env.message_id, "handler panicked; counted as a retry");
-                        crate::metrics::failed(&shared.queue, "panic");
-                        Verdict::Panicked
-                    }
-                    None => {
-                        tracing::warn!(queue = %shared.queue, message_id = %env.message_id, "handler timed out; counted as a retry");
-                        crate::metrics::failed(&shared.queue, "timeout");
-                        Verdict::TimedOut
-                    }
-                };
-                record_outcome(&shared.queue, verdict);
-                router::decide(verdict, env.retry_count, shared.settings.max_retries, topology)
+            Done {
+                key: Some(key),
+                head: None,
             }
         }
-    };
-    let id = env.message_id.clone();
-    let head = apply(held, decision, shared).await;
-    Done {
-        key,
-        head: Some(match head {
-            Applied::Acked => HeadResult::Done,
-            Applied::Requeued => HeadResult::Retrying(id),
-            Applied::Dead => HeadResult::Dead,
-            Applied::Failed => HeadResult::Unsettled(id),
-        }),
-    }
-}
-
-fn record_outcome(queue: &str, verdict: Verdict) {
-    let label = match verdict {
-        Verdict::Returned(OutcomeKind::Ack) => "ack",
-        Verdict::Returned(OutcomeKind::Retry) | Verdict::TimedOut | Verdict::Panicked => "retry",
-        Verdict::Returned(OutcomeKind::Reject) => "reject",
-        Verdict::Returned(OutcomeKind::Defer) => "defer",
-    };
-    crate::metrics::consumed(queue, label);
-}
-
-/// Runs a handler future with the timeout, catching panics. `None` = timed out, `Some(Err)` = panicked.
-async fn invoke<T, H, S, F, O>(shared: &Shared<'_, T, H, S>, call: F) -> Option<std::result::Result<O, ()>>
-where
-    T: Topic,
-    H: MessageHandler<T>,
-    S: Subscription,
-    F: Future<Output = O>,
-{
-    let started = crate::metrics::ENABLED.then(std::time::Instant::now);
-    let guarded = AssertUnwindSafe(call).catch_unwind();
-    let result = match shared.settings.handler_timeout {
-        Some(limit) => tokio::time::timeout(limit, guarded).await.ok(),
-        None => Some(guarded.await),
-    };
-    if let Some(t) = started {
-        crate::metrics::processing_duration(&shared.queue, t.elapsed().as_secs_f64());
-    }
-    result.map(|r| r.map_err(|_| ()))
-}
-
-enum Applied {
-    Acked,
-    Requeued,
-    Dead,
-    Failed,
-}
-
-/// Executes a routing decision through the transport.
-async fn apply<T, H, S>(held: InFlight<'_, S>, decision: Decision, shared: &Shared<'_, T, H, S>) -> Applied
-where
-    T: Topic,
-    H: MessageHandler<T>,
-    S: Subscription,
-{
-    let (settlement, applied) = match decision {
-        Decision::Ack => (Settlement::Ack, Applied::Acked),
-        Decision::Discard { reason } => {
-            tracing::warn!(queue = %shared.queue, message_id = %held.envelope.message_id, reason, "topic has no DLQ; message discarded");
-            crate::metrics::failed(&shared.queue, reason);
-            (Settlement::Ack, Applied::Dead)
-        }
-        Decision::Requeue { retry_count, hold } => {
-            let mut envelope = held.envelope.clone();
-            envelope.retry_count = retry_count;
-            (Settlement::Requeue { envelope, hold }, Applied::Requeued)
-        }
-        Decision::DeadLetter { reason } => {
-            let mut envelope = held.envelope.clone();
-            let count = envelope.death.as_ref().map_or(0, |d| d.count) + 1;
-            envelope.death = Some(Death {
-                reason,
-                original_queue: shared.queue.clone(),
-                count,
-            });
-            crate::metrics::failed(&shared.queue, reason);
-            crate::metrics::consumed(&shared.queue, "dead_letter");
-            (Settlement::DeadLetter { envelope }, Applied::Dead)
-        }
-    };
-    match held.settle(settlement).await {
-        Ok(()) => applied,
-        Err(e) => {
-            tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
-            Applied::Failed
+        Job::Handle(d) => {
+            handle_dead_letter(d, shared).await;
+            Done::NOTHING
         }
     }
 }
@@ -459,39 +724,43 @@ where
             // Nothing can ever handle it, and redelivering would loop: say so loudly and drop it.
             tracing::error!(queue = %shared.queue, message_id = %env.message_id, error = %e,
                 "dead-lettered payload cannot be decoded; dropping it from the DLQ");
-            settle_logged(held, Settlement::Ack, shared).await;
+            settle_logged(held, |_| Settlement::Ack, shared).await;
             return;
         }
     };
     let death = env.death.as_ref();
     let metadata = DeadMessageMetadata {
-        message: MessageMetadata {
-            retry_count: env.retry_count,
-            delivery_id: String::from(&*env.message_id),
-            redelivered,
-            headers: env.headers.clone(),
-        },
+        message: metadata_of(env, redelivered),
         reason: death.map(|d| d.reason.to_string()),
         original_queue: death.map(|d| d.original_queue.to_string()),
         death_count: death.map_or(1, |d| d.count),
     };
-    let how = match invoke(shared, shared.handler.handle_dead(message, metadata, shared.ctx)).await {
-        Some(Ok(())) => Settlement::Ack,
-        Some(Err(())) => {
+    let mut call: Slot<Call<_>> = Box::pin(Some(
+        AssertUnwindSafe(shared.handler.handle_dead(message, metadata, shared.ctx)).catch_unwind(),
+    ));
+    let retry_later = |envelope| Settlement::Release {
+        envelope,
+        delay: Some(DEAD_HANDLER_RETRY_DELAY),
+    };
+    match with_timeout(&mut call, shared.settings.handler_timeout).await {
+        Some(Ok(())) => settle_logged(held, |_| Settlement::Ack, shared).await,
+        Some(Err(_)) => {
             shared.stats.panic();
-            tracing::error!(queue = %shared.queue, message_id = %env.message_id, "handle_dead panicked; message stays in the DLQ");
-            Settlement::Release { delay: Some(DEAD_HANDLER_RETRY_DELAY) }
+            tracing::error!(queue = %shared.queue, message_id = %held.envelope.message_id, "handle_dead panicked; message stays in the DLQ");
+            settle_logged(held, retry_later, shared).await;
         }
         None => {
-            tracing::warn!(queue = %shared.queue, message_id = %env.message_id, "handle_dead timed out; message stays in the DLQ");
-            Settlement::Release { delay: Some(DEAD_HANDLER_RETRY_DELAY) }
+            tracing::warn!(queue = %shared.queue, message_id = %held.envelope.message_id, "handle_dead timed out; message stays in the DLQ");
+            settle_logged(held, retry_later, shared).await;
         }
-    };
-    settle_logged(held, how, shared).await;
+    }
 }
 
-async fn settle_logged<T, H, S>(held: InFlight<'_, S>, how: Settlement, shared: &Shared<'_, T, H, S>)
-where
+async fn settle_logged<T, H, S>(
+    held: InFlight<'_, S>,
+    how: impl FnOnce(Envelope) -> Settlement,
+    shared: &Shared<'_, T, H, S>,
+) where
     T: Topic,
     H: MessageHandler<T>,
     S: Subscription,

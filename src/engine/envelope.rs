@@ -4,11 +4,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::error::{Result, ShoveError};
 use crate::topic::Topic;
-use crate::transport::{Envelope, headers};
+use crate::transport::{Envelope, MessageId, headers};
 
 /// Rejects user header keys that start with a reserved prefix (contract rule 2).
 pub(crate) fn validate_user_headers(user: &HashMap<String, String>) -> Result<()> {
@@ -29,7 +27,7 @@ pub(crate) fn outbound<T: Topic>(
 ) -> Result<Envelope> {
     let sequence_key = T::SEQUENCE_KEY_FN.map(|key_of| Arc::<str>::from(key_of(message)));
     Ok(Envelope {
-        payload: Bytes::from(payload),
+        payload,
         message_id: new_message_id(),
         retry_count: 0,
         sequence_key,
@@ -75,10 +73,8 @@ fn next_u128() -> u128 {
 
 /// A random (version 4) UUID as the message id. Uses a per-thread generator seeded from the OS, because
 /// asking the OS for every message would cost more than the rest of the publish path.
-pub(crate) fn new_message_id() -> Arc<str> {
-    let id = uuid::Builder::from_random_bytes(next_u128().to_le_bytes()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    Arc::from(&*id.hyphenated().encode_lower(&mut buf))
+pub(crate) fn new_message_id() -> MessageId {
+    MessageId::Uuid(uuid::Builder::from_random_bytes(next_u128().to_le_bytes()).into_uuid())
 }
 
 #[cfg(test)]
@@ -90,13 +86,19 @@ mod tests {
         let a = new_message_id();
         let b = new_message_id();
         assert_ne!(a, b);
-        let parsed = uuid::Uuid::parse_str(&a).expect("a UUID");
+        let parsed = uuid::Uuid::parse_str(&a.to_string()).expect("a UUID");
         assert_eq!(parsed.get_version_num(), 4);
     }
 
     #[test]
     fn reserved_prefixes_are_rejected_case_insensitively() {
-        for key in ["x-retry-count", "X-Message-Id", "x-death-reason", "X-DEATH", "x-sequence-key-2"] {
+        for key in [
+            "x-retry-count",
+            "X-Message-Id",
+            "x-death-reason",
+            "X-DEATH",
+            "x-sequence-key-2",
+        ] {
             let h = HashMap::from([(key.to_string(), "v".to_string())]);
             let err = validate_user_headers(&h).unwrap_err();
             assert_eq!(

@@ -46,7 +46,10 @@ impl GroupSettings {
             min <= max,
             "consumer group range {min}..={max} is empty: min_consumers must not exceed max_consumers"
         );
-        assert!(max >= 1, "consumer group max_consumers must be at least 1 (got {min}..={max})");
+        assert!(
+            max >= 1,
+            "consumer group max_consumers must be at least 1 (got {min}..={max})"
+        );
         Self {
             min,
             max,
@@ -111,7 +114,11 @@ impl Group {
         Tr: Transport,
     {
         let topology = T::topology();
-        let source = if fifo { Source::Shards(topology) } else { Source::Main(topology) };
+        let source = if fifo {
+            Source::Shards(topology)
+        } else {
+            Source::Main(topology)
+        };
         let factory = Arc::new(factory);
         let group_settings = settings.clone();
         let timeout = default_timeout.or(Some(DEFAULT_HANDLER_TIMEOUT));

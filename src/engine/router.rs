@@ -156,8 +156,14 @@ mod tests {
     fn budget_allows_exactly_max_retries_plus_one_attempts() {
         let t = two_holds();
         // attempts 1..=3 with max_retries 2: retry counts 0,1 requeue; 2 dead-letters.
-        assert!(matches!(decide(ret(OutcomeKind::Retry), 0, 2, &t), Decision::Requeue { .. }));
-        assert!(matches!(decide(ret(OutcomeKind::Retry), 1, 2, &t), Decision::Requeue { .. }));
+        assert!(matches!(
+            decide(ret(OutcomeKind::Retry), 0, 2, &t),
+            Decision::Requeue { .. }
+        ));
+        assert!(matches!(
+            decide(ret(OutcomeKind::Retry), 1, 2, &t),
+            Decision::Requeue { .. }
+        ));
         assert_eq!(
             decide(ret(OutcomeKind::Retry), 2, 2, &t),
             Decision::DeadLetter {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::topology::SequenceFailure;
-use crate::transport::Delivery;
+use crate::transport::{Delivery, MessageId};
 
 /// What became of a key's head message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +17,11 @@ pub(crate) enum HeadResult {
     /// Acknowledged (or discarded): the key moves on.
     Done,
     /// Stored in the broker for a retry: the key waits for this message id to come back.
-    Retrying(Arc<str>),
+    Retrying(MessageId),
     /// Dead-lettered: the key moves on (`Skip`) or is poisoned (`FailAll`).
     Dead,
     /// Settlement failed or was abandoned: the broker will redeliver it; wait for it like a retry.
-    Unsettled(Arc<str>),
+    Unsettled(MessageId),
 }
 
 /// What the consumer should do with an admitted delivery.
@@ -41,18 +41,22 @@ struct KeyState<Tok> {
     /// A message of this key is in the handler.
     running: bool,
     /// The key waits for this message to come back from the broker.
-    awaiting: Option<Arc<str>>,
+    awaiting: Option<MessageId>,
     /// Later messages, in arrival order.
     pending: VecDeque<Delivery<Tok>>,
     /// While set, messages of this key are handed back until this one (the first handed back) returns,
     /// so that handed-back messages cannot be overtaken by their successors.
-    released_from: Option<Arc<str>>,
+    released_from: Option<MessageId>,
     poisoned: bool,
 }
 
 impl<Tok> KeyState<Tok> {
     fn idle(&self) -> bool {
-        !self.running && self.awaiting.is_none() && self.pending.is_empty() && self.released_from.is_none() && !self.poisoned
+        !self.running
+            && self.awaiting.is_none()
+            && self.pending.is_empty()
+            && self.released_from.is_none()
+            && !self.poisoned
     }
 }
 
@@ -79,7 +83,10 @@ impl<Tok> Sequencer<Tok> {
     }
 
     pub fn key_of(d: &Delivery<Tok>) -> Arc<str> {
-        d.envelope.sequence_key.clone().unwrap_or_else(|| Arc::from(MISSING_KEY))
+        d.envelope
+            .sequence_key
+            .clone()
+            .unwrap_or_else(|| Arc::from(MISSING_KEY))
     }
 
     /// Messages held in per-key buffers.
@@ -171,16 +178,14 @@ impl<Tok> Sequencer<Tok> {
 mod tests {
     use std::collections::HashMap;
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::transport::Envelope;
 
     fn d(key: &str, id: &str) -> Delivery<()> {
         Delivery {
             envelope: Envelope {
-                payload: Bytes::new(),
-                message_id: Arc::from(id),
+                payload: Vec::new(),
+                message_id: MessageId::Text(Arc::from(id)),
                 retry_count: 0,
                 sequence_key: Some(Arc::from(key)),
                 headers: Arc::new(HashMap::new()),
@@ -216,7 +221,10 @@ mod tests {
     fn retry_blocks_only_its_key_until_the_same_message_returns() {
         let mut s = Sequencer::new(SequenceFailure::Skip, None);
         s.admit(d("a", "a1"));
-        assert!(s.complete(&Arc::from("a"), HeadResult::Retrying(Arc::from("a1"))).is_empty());
+        assert!(
+            s.complete(&Arc::from("a"), HeadResult::Retrying(MessageId::Text(Arc::from("a1"))))
+                .is_empty()
+        );
         assert_eq!(id(&s.admit(d("a", "a2"))), "buffered");
         assert_eq!(id(&s.admit(d("b", "b1"))), "run b1");
         assert_eq!(id(&s.admit(d("a", "a1"))), "run a1");

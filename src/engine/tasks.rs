@@ -64,7 +64,11 @@ impl TaskSet {
 
     /// Waits for `signal` (or for every consumer to end on its own), then drains: see
     /// [`drain`](Self::drain).
-    pub async fn run_until(mut self, signal: impl Future<Output = ()> + Send, drain_timeout: Duration) -> SupervisorOutcome {
+    pub async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()> + Send,
+        drain_timeout: Duration,
+    ) -> SupervisorOutcome {
         let ended_alone = {
             let all_done = futures::future::join_all(self.handles.iter_mut());
             tokio::pin!(signal);

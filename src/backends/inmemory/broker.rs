@@ -143,13 +143,25 @@ impl InMemoryBroker {
         let mut queues = self.inner.queues.write().unwrap_or_else(|p| p.into_inner());
         queues
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Queue::new(name.to_string(), self.inner.config.default_capacity, ready.clone())))
+            .or_insert_with(|| {
+                Arc::new(Queue::new(
+                    name.to_string(),
+                    self.inner.config.default_capacity,
+                    ready.clone(),
+                ))
+            })
             .clone()
     }
 
     /// The queues of `topology`, created on first use (declaring is idempotent).
     pub(super) fn topic(&self, topology: &QueueTopology) -> Arc<TopicQueues> {
-        if let Some(t) = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(topology.queue()) {
+        if let Some(t) = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topology.queue())
+        {
             return t.clone();
         }
         let main = self.queue(topology.queue(), &Arc::new(Notify::new()));
@@ -177,7 +189,13 @@ impl InMemoryBroker {
 
     /// Current depth of `queue`; for a sequenced topic's main queue, the sum over its shards.
     pub(super) fn depth_of(&self, queue: &str) -> Result<Depth> {
-        let topic = self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(queue).cloned();
+        let topic = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .cloned();
         let queues: Vec<Arc<Queue>> = match topic {
             Some(t) if !t.shards.is_empty() => t.shards.clone(),
             _ => {
@@ -290,6 +308,14 @@ impl Transport for InMemoryBroker {
     }
 }
 
+fn delivery(s: Stored, token: u16) -> Delivery<u16> {
+    Delivery {
+        envelope: s.envelope,
+        redelivered: s.redelivered,
+        token,
+    }
+}
+
 /// A consumer's view of one in-process source.
 pub struct InMemorySubscription {
     id: u64,
@@ -318,22 +344,23 @@ impl InMemorySubscription {
         owned.iter().enumerate().filter(|(_, o)| **o).map(|(i, _)| i).collect()
     }
 
-    fn try_take(&self, max: usize) -> (Vec<Delivery<u16>>, bool) {
-        let indices: Vec<usize> = if self.sharded { self.claim_shards() } else { vec![0] };
-        let mut out = Vec::new();
-        let mut stored = Vec::new();
-        for i in &indices {
-            if out.len() >= max {
+    /// Moves up to `max` messages into `out`. Returns whether this subscription owns any queue (a
+    /// standby of a sharded source owns none).
+    fn try_take(&self, max: usize, out: &mut Vec<Delivery<u16>>) -> bool {
+        if !self.sharded {
+            self.queues[0].pop(max, |s| out.push(delivery(s, 0)));
+            return true;
+        }
+        let owned = self.claim_shards();
+        let start = out.len();
+        for i in &owned {
+            let taken = out.len() - start;
+            if taken >= max {
                 break;
             }
-            self.queues[*i].pop(max - out.len(), &mut stored);
-            out.extend(stored.drain(..).map(|s| Delivery {
-                envelope: s.envelope,
-                redelivered: s.redelivered,
-                token: *i as u16,
-            }));
+            self.queues[*i].pop(max - taken, |s| out.push(delivery(s, *i as u16)));
         }
-        (out, !indices.is_empty())
+        !owned.is_empty()
     }
 
     /// Gives up this subscription's shards so a standby can take over.
@@ -366,7 +393,11 @@ impl InMemorySubscription {
             redelivered: true,
         };
         match delay {
-            Some(d) if !d.is_zero() => self.broker.inner.timer.schedule(tokio::time::Instant::now() + d, queue, stored),
+            Some(d) if !d.is_zero() => self
+                .broker
+                .inner
+                .timer
+                .schedule(tokio::time::Instant::now() + d, queue, stored),
             _ => queue.requeue(stored, front),
         }
     }
@@ -375,7 +406,7 @@ impl InMemorySubscription {
 impl Subscription for InMemorySubscription {
     type Token = u16;
 
-    async fn receive(&self, max: usize) -> Result<Option<Vec<Delivery<u16>>>> {
+    async fn receive(&self, max: usize, out: &mut Vec<Delivery<u16>>) -> Result<bool> {
         let shutdown = &self.broker.inner.shutdown;
         let ready = &self.queues.first().map(|q| q.ready.clone()).unwrap_or_default();
         loop {
@@ -385,34 +416,35 @@ impl Subscription for InMemorySubscription {
             notified.as_mut().enable();
             owner_left.as_mut().enable();
             if shutdown.is_cancelled() {
-                return Ok(None);
+                return Ok(false);
             }
-            let (batch, owns_any) = self.try_take(max);
-            if !batch.is_empty() {
-                return Ok(Some(batch));
+            let before = out.len();
+            let owns_any = self.try_take(max, out);
+            if out.len() > before {
+                return Ok(true);
             }
             if owns_any {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = shutdown.cancelled() => return Ok(false),
                     _ = notified => {}
                 }
             } else {
                 // A standby for a sharded source: wait for an owner to leave.
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = shutdown.cancelled() => return Ok(false),
                     _ = owner_left => {}
                 }
             }
         }
     }
 
-    async fn settle(&self, token: u16, envelope: &Envelope, how: Settlement) -> Result<()> {
+    async fn settle(&self, token: u16, how: Settlement) -> Result<()> {
         let queue = self.queue_of(token);
         queue.settled();
         match how {
             Settlement::Ack => {}
             Settlement::Requeue { envelope, hold } => self.put_back(token, envelope, hold.map(|h| h.delay), false),
-            Settlement::Release { delay } => self.put_back(token, envelope.clone(), delay, false),
+            Settlement::Release { envelope, delay } => self.put_back(token, envelope, delay, false),
             Settlement::DeadLetter { envelope } => match &self.topic.dlq {
                 Some(dlq) => dlq.requeue(
                     Stored {

@@ -208,7 +208,13 @@ impl InMemoryConsumer {
         H: MessageHandler<T>,
     {
         let options = ConsumerOptions::<InMemory>::new();
-        self.run_source::<T, H>(Source::DeadLetters(T::topology()), Mode::DeadLetters, handler, ctx, options)
+        self.run_source::<T, H>(
+            Source::DeadLetters(T::topology()),
+            Mode::DeadLetters,
+            handler,
+            ctx,
+            options,
+        )
     }
 }
 

@@ -85,12 +85,14 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// Takes up to `max` messages and counts them in flight.
-    pub fn pop(&self, max: usize, out: &mut Vec<Stored>) {
+    /// Takes up to `max` messages (handing each to `take`) and counts them in flight.
+    pub fn pop(&self, max: usize, mut take: impl FnMut(Stored)) {
         let mut items = self.items();
         let was_full = items.len() >= self.capacity;
         let n = max.min(items.len());
-        out.extend(items.drain(..n));
+        for s in items.drain(..n) {
+            take(s);
+        }
         drop(items);
         if n > 0 {
             self.in_flight.fetch_add(n as u64, Ordering::Relaxed);

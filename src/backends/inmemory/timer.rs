@@ -69,7 +69,12 @@ impl Timer {
         let seq = self.seq.fetch_add(1, AtomicOrdering::Relaxed);
         let mut heap = self.heap();
         let earliest = heap.peek().is_none_or(|top| due < top.due);
-        heap.push(Entry { due, seq, queue, stored });
+        heap.push(Entry {
+            due,
+            seq,
+            queue,
+            stored,
+        });
         drop(heap);
         if earliest {
             self.changed.notify_one();
