@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs shove's whole test suite: unit, integration and conformance tests, examples and benches (built and
+# run in test mode), doctests, and the core without any backend feature.
+#
+# Usage: scripts/test.sh
+#
+# Works on a fresh machine with a Rust toolchain. Brokers that the tests need are started by this script
+# (see "Brokers" below); a broker already listening on its port is used as it is and left alone.
+# Builds go to $CARGO_TARGET_DIR when it is set (cargo reads it), to ./target otherwise.
+# Exits non-zero as soon as a step fails.
+
+set -Eeuo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+current_step="setup"
+
+# run CMD ARGS...: prints the command, then runs it.
+run() {
+    current_step="$*"
+    step "$*"
+    "$@"
+}
+
+trap 'printf "\nFAILED (exit %s): %s\n" "$?" "$current_step" >&2' ERR
+
+# --- Helpers for brokers ---------------------------------------------------------------------------------
+
+# now_ms: wall-clock milliseconds (from bash's EPOCHREALTIME, whatever the locale's decimal separator).
+now_ms() {
+    local t=${EPOCHREALTIME//[.,]/}
+    echo $((10#$t / 1000))
+}
+
+# port_open HOST PORT: true when something accepts TCP connections on HOST:PORT.
+port_open() {
+    local host=$1 port=$2
+    timeout 1 bash -c "exec 3<>/dev/tcp/${host}/${port}" 2>/dev/null
+}
+
+# wait_for_port HOST PORT TIMEOUT_SECONDS: waits until HOST:PORT accepts connections; fails after
+# TIMEOUT_SECONDS.
+wait_for_port() {
+    local host=$1 port=$2 timeout_s=$3
+    local deadline=$(($(now_ms) + timeout_s * 1000))
+    until port_open "$host" "$port"; do
+        if (($(now_ms) >= deadline)); then
+            echo "nothing listens on ${host}:${port} after ${timeout_s}s" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# Commands to run when the script exits, e.g. to stop a broker this script started (and only those).
+cleanup_commands=()
+at_exit() { cleanup_commands+=("$1"); }
+run_cleanup() {
+    local cmd
+    for cmd in "${cleanup_commands[@]+"${cleanup_commands[@]}"}"; do
+        eval "$cmd" || true
+    done
+}
+trap run_cleanup EXIT
+
+# --- Brokers -----------------------------------------------------------------------------------------------
+#
+# Each backend that needs a real broker adds here a function start_<broker> (start_nats, start_rabbitmq,
+# start_redis, start_kafka, start_sqs, ...) and a call to it in start_brokers. Such a function:
+#   * returns at once when port_open says the broker already listens on its port (it is left alone);
+#   * otherwise installs or locates the broker, starts it listening on 127.0.0.1 only, with its data in
+#     ./.broker-data/<broker> (git-ignored);
+#   * waits with wait_for_port 127.0.0.1 <port> <seconds>;
+#   * registers how to stop what it started with at_exit "<command>".
+# See the project's notes on brokers for the commands that work on these machines.
+
+start_brokers() {
+    # Only the in-process backend exists so far: its tests need no broker.
+    :
+}
+
+# --- The suite ---------------------------------------------------------------------------------------------
+
+step "toolchain: $(cargo --version), $(rustc --version)"
+step "target dir: ${CARGO_TARGET_DIR:-./target}"
+
+start_brokers
+
+run cargo test --all-features --all-targets
+run cargo test --all-features --doc
+# The core compiles, and its unit tests pass, without any backend feature.
+run cargo test --no-default-features --lib
+
+step "all tests passed"
