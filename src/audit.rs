@@ -9,6 +9,9 @@
 //! `AuditLog` topic (`"shove-audit-log"`, with a DLQ), where any consumer can pick them up.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -236,7 +239,13 @@ where
         let timestamp = Utc::now();
         let started = Instant::now();
 
-        let outcome = self.handler.handle(message, metadata.clone(), ctx).await;
+        let call = AssertUnwindSafe(self.handler.handle(message, metadata.clone(), ctx)).catch_unwind();
+        let (outcome, panic) = match call.await {
+            Ok(outcome) => (outcome, None),
+            // A panicking attempt is audited as the retry it amounts to, then the panic goes on to the
+            // engine, which counts it.
+            Err(panic) => (Outcome::Retry, Some(panic)),
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
         let record = AuditRecord {
@@ -249,7 +258,15 @@ where
             timestamp,
         };
 
-        match self.store::<T>(&record).await {
+        let stored = self.store::<T>(&record).await;
+        if let Some(panic) = panic {
+            if let Err(error) = &stored {
+                tracing::error!(delivery_id = %record.metadata.delivery_id, topic = %record.topic, error = %error,
+                    "audit record of a panicking attempt could not be stored");
+            }
+            std::panic::resume_unwind(panic);
+        }
+        match stored {
             Ok(()) => record.outcome,
             Err(error) => {
                 tracing::error!(
@@ -583,6 +600,29 @@ mod tests {
 
         assert!(matches!(outcome, Outcome::Retry));
         assert_eq!(handled.load(Ordering::SeqCst), 1);
+    }
+
+    struct Panics;
+
+    impl<T: Topic> MessageHandler<T> for Panics {
+        type Context = ();
+
+        async fn handle(&self, _: T::Message, _: MessageMetadata, _: &()) -> Outcome {
+            panic!("handler bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_is_audited_as_retry_and_the_panic_goes_on() {
+        let records = Collect::<Order>::new();
+        let handler = Audited::new(Panics, records.clone());
+        let call = MessageHandler::<Orders>::handle(&handler, Order { id: 9 }, metadata("d-9", &[]), &());
+        let result = AssertUnwindSafe(call).catch_unwind().await;
+        assert!(result.is_err(), "the panic must reach the engine, which counts it");
+        let stored = records.records();
+        assert_eq!(stored.len(), 1);
+        assert!(matches!(stored[0].outcome, Outcome::Retry));
+        assert_eq!(stored[0].trace_id, "d-9");
     }
 
     #[tokio::test]

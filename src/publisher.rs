@@ -50,7 +50,7 @@ impl<B: Backend> Publisher<B> {
     /// # Errors
     ///
     /// [`ShoveError::Validation`](crate::ShoveError::Validation) when a key starts with a reserved prefix
-    /// (`x-retry-count`, `x-message-id`, `x-death`, `x-sequence-key`, case-insensitive); otherwise as
+    /// (`x-retry-count`, `x-message-id`, `x-death`, `x-sequence-key`, `x-original-queue`, case-insensitive); otherwise as
     /// [`Publisher::publish`].
     ///
     /// # Cancel safety

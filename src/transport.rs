@@ -17,8 +17,10 @@ use crate::topology::QueueTopology;
 /// `x-message-id`, `x-retry-count`, `x-sequence-key`, `x-death-reason`, `x-death-count` and
 /// `x-original-queue`; user headers may not start with one of [`headers::RESERVED_PREFIXES`].
 pub(crate) mod headers {
-    /// Prefixes a user header may not start with (compared case-insensitively).
-    pub const RESERVED_PREFIXES: [&str; 4] = ["x-retry-count", "x-message-id", "x-death", "x-sequence-key"];
+    /// Prefixes a user header may not start with (compared case-insensitively): shove 0.11's four, plus
+    /// `x-original-queue`, which every backend writes when dead-lettering (contract rule 2).
+    pub const RESERVED_PREFIXES: [&str; 5] =
+        ["x-retry-count", "x-message-id", "x-death", "x-sequence-key", "x-original-queue"];
 }
 
 /// A message id (`x-message-id`). Ids shove stamps are UUIDs, kept as 16 bytes and formatted only when a
