@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shove::inmemory::{InMemoryBroker, InMemoryConfig, InMemoryConsumer, InMemoryPublisher};
+use shove::inmemory::{InMemoryBroker, InMemoryConfig, InMemoryConsumer, InMemoryPublisher, InMemoryTopologyDeclarer};
 use shove::{ConsumerOptions, MessageHandler, MessageMetadata, Outcome, TopologyBuilder, define_topic};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -94,8 +94,12 @@ async fn consume<T: shove::Topic<Message = Event>>(
     };
     let stop = CancellationToken::new();
     let opts = ConsumerOptions::preset(100).with_shutdown(stop.clone());
-    let run = InMemoryConsumer::new(broker.clone()).run::<T, _>(handler, (), opts);
-    (stop, done, tokio::spawn(run))
+    let consumer = InMemoryConsumer::new(broker.clone());
+    (
+        stop,
+        done,
+        tokio::spawn(async move { consumer.run::<T, _>(handler, (), opts).await }),
+    )
 }
 
 /// Publishes n, then measures consuming them. Returns messages per second of the consume phase.
@@ -103,6 +107,10 @@ async fn shove_run<T: shove::Topic<Message = Event>>(n: u64, retry_first: bool) 
     let broker = InMemoryBroker::with_config(InMemoryConfig {
         default_capacity: n as usize + 1,
     });
+    InMemoryTopologyDeclarer::new(broker.clone())
+        .declare(T::topology())
+        .await
+        .expect("declare");
     let publisher = InMemoryPublisher::new(broker.clone());
     let batch: Vec<Event> = (0..1000).map(event).collect();
     let mut sent = 0;
@@ -148,6 +156,10 @@ async fn channel_run(n: u64) -> f64 {
 /// Paced publishing; returns (p50, p99, max) publish→handler latency in microseconds.
 async fn latency_run(n: u64) -> (f64, f64, f64) {
     let broker = InMemoryBroker::new();
+    InMemoryTopologyDeclarer::new(broker.clone())
+        .declare(<Events as shove::Topic>::topology())
+        .await
+        .expect("declare");
     let publisher = InMemoryPublisher::new(broker.clone());
     let origin = Instant::now();
     let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));

@@ -19,8 +19,13 @@ use crate::topology::QueueTopology;
 pub(crate) mod headers {
     /// Prefixes a user header may not start with (compared case-insensitively): shove 0.11's four, plus
     /// `x-original-queue`, which every backend writes when dead-lettering (contract rule 2).
-    pub const RESERVED_PREFIXES: [&str; 5] =
-        ["x-retry-count", "x-message-id", "x-death", "x-sequence-key", "x-original-queue"];
+    pub const RESERVED_PREFIXES: [&str; 5] = [
+        "x-retry-count",
+        "x-message-id",
+        "x-death",
+        "x-sequence-key",
+        "x-original-queue",
+    ];
 }
 
 /// A message id (`x-message-id`). Ids shove stamps are UUIDs, kept as 16 bytes and formatted only when a

@@ -396,50 +396,46 @@ where
     HF: Future<Output = CallResult>,
     SF: Future<Output = Result<()>>,
 {
-    fn finish<T, H>(self, shared: &'a Shared<'a, T, H, S>) -> impl Future<Output = Done> + 'a
+    async fn finish<T, H>(self, shared: &'a Shared<'a, T, H, S>) -> Done
     where
         T: Topic,
         H: MessageHandler<T>,
-        HF: 'a,
-        SF: 'a,
     {
-        async move {
-            match self {
-                Waiting::Handler {
-                    mut call,
-                    held,
+        match self {
+            Waiting::Handler {
+                mut call,
+                held,
+                key,
+                started,
+            } => {
+                let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
+                crate::metrics::inflight_add(&shared.queue, -1.0);
+                record_duration(shared, started);
+                let verdict = outcome_of(shared, &held.envelope, result);
+                let decision = router::decide(
+                    verdict,
+                    held.envelope.retry_count,
+                    shared.settings.max_retries,
+                    T::topology(),
+                );
+                let id = held.envelope.message_id.clone();
+                let applied = apply(held, decision, shared).await;
+                Done {
                     key,
-                    started,
-                } => {
-                    let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
-                    crate::metrics::inflight_add(&shared.queue, -1.0);
-                    record_duration(shared, started);
-                    let verdict = outcome_of(shared, &held.envelope, result);
-                    let decision = router::decide(
-                        verdict,
-                        held.envelope.retry_count,
-                        shared.settings.max_retries,
-                        T::topology(),
-                    );
-                    let id = held.envelope.message_id.clone();
-                    let applied = apply(held, decision, shared).await;
+                    head: Some(head_result(applied, id)),
+                }
+            }
+            Waiting::Settle { settle, done, id } => match finish_slot(settle).await {
+                Some(Ok(())) | None => done,
+                Some(Err(e)) => {
+                    tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
                     Done {
-                        key,
-                        head: Some(head_result(applied, id)),
+                        key: done.key,
+                        head: done.head.map(|_| HeadResult::Unsettled(id)),
                     }
                 }
-                Waiting::Settle { settle, done, id } => match finish_slot(settle).await {
-                    Some(Ok(())) | None => done,
-                    Some(Err(e)) => {
-                        tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
-                        Done {
-                            key: done.key,
-                            head: done.head.map(|_| HeadResult::Unsettled(id)),
-                        }
-                    }
-                },
-                Waiting::Job(job) => slow_job(job, shared).await,
-            }
+            },
+            Waiting::Job(job) => slow_job(job, shared).await,
         }
     }
 }

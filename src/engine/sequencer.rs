@@ -214,7 +214,7 @@ mod tests {
         let next: Vec<_> = s.complete(&Arc::from("a"), HeadResult::Done).iter().map(id).collect();
         assert_eq!(next, vec!["run a2"]);
         assert!(s.complete(&Arc::from("a"), HeadResult::Done).is_empty());
-        assert!(s.keys.get("a").is_none(), "idle keys are forgotten");
+        assert!(!s.keys.contains_key("a"), "idle keys are forgotten");
     }
 
     #[test]

@@ -479,3 +479,77 @@ impl Drop for InMemorySubscription {
         self.release_shards();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::topology::TopologyBuilder;
+    use crate::transport::{Hold, MessageId};
+
+    fn envelope(i: u32) -> Envelope {
+        Envelope {
+            payload: i.to_le_bytes().to_vec(),
+            message_id: MessageId::Text(Arc::from(format!("m-{i}"))),
+            retry_count: 0,
+            sequence_key: None,
+            headers: Arc::new(HashMap::new()),
+            death: None,
+        }
+    }
+
+    /// Many pending retries cost one timer entry each, not one task each, and all come back when due.
+    #[tokio::test(start_paused = true)]
+    async fn pending_retries_share_one_timer_task() {
+        const N: u32 = 100_000;
+        static TOPOLOGY: std::sync::OnceLock<QueueTopology> = std::sync::OnceLock::new();
+        let topology = TOPOLOGY.get_or_init(|| {
+            TopologyBuilder::new("timer-test")
+                .hold_queue(Duration::from_secs(60))
+                .build()
+        });
+        let broker = InMemoryBroker::with_config(InMemoryConfig {
+            default_capacity: N as usize,
+        });
+        let (accepted, result) = broker.publish(topology, (0..N).map(envelope).collect()).await;
+        assert_eq!((accepted, result.is_ok()), (u64::from(N), true));
+
+        let sub = broker.subscribe(Source::Main(topology)).await.expect("subscribe");
+        let mut got = Vec::new();
+        while got.len() < N as usize {
+            assert!(sub.receive(N as usize, &mut got).await.expect("receive"));
+        }
+        let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        for d in got.drain(..) {
+            let mut envelope = d.envelope;
+            envelope.retry_count = 1;
+            let hold = Some(Hold {
+                index: 0,
+                delay: Duration::from_secs(60),
+            });
+            sub.settle(d.token, Settlement::Requeue { envelope, hold })
+                .await
+                .expect("settle");
+        }
+        assert_eq!(broker.delayed(), N as usize);
+        let tasks_after = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        assert!(
+            tasks_after <= tasks_before + 1,
+            "{tasks_before} tasks before, {tasks_after} after"
+        );
+        assert_eq!(broker.depth_of("timer-test").expect("depth").ready, 0);
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        // Let the timer task run.
+        while broker.delayed() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let depth = broker.depth_of("timer-test").expect("depth");
+        assert_eq!((depth.ready, depth.in_flight), (u64::from(N), 0));
+        assert!(sub.receive(1, &mut got).await.expect("receive"));
+        assert!(got[0].redelivered);
+        assert_eq!(got[0].envelope.retry_count, 1);
+    }
+}
