@@ -35,6 +35,8 @@ pub(crate) struct GroupSettings {
 }
 
 impl GroupSettings {
+    // Used by every backend; unused only in a build with no backend compiled in.
+    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
     /// Settings for `range` consumers with the crate defaults.
     ///
     /// # Panics
@@ -200,6 +202,8 @@ impl Group {
         }
     }
 
+    // Used by every backend; unused only in a build with no backend compiled in.
+    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
     /// Stops every consumer and waits for in-flight handlers to finish.
     pub async fn shutdown(&mut self) {
         self.drain(None).await;
@@ -342,6 +346,8 @@ impl<R> GroupDirectory<R> {
 /// Where an autoscaler finds its groups: one registry, or every registry of a client.
 pub(crate) enum Registries<R> {
     One(Arc<tokio::sync::Mutex<R>>),
+    // Used by every backend; unused only in a build with no backend compiled in.
+    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
     Directory(Arc<GroupDirectory<R>>),
 }
 
