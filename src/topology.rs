@@ -91,7 +91,11 @@ impl QueueTopology {
         self.hold_queues
             .iter()
             .map(|h| HoldQueue {
-                name: format!("{}-hold-{}", shard_queue_name(&self.queue, shard_index), delay_suffix(h.delay)),
+                name: format!(
+                    "{}-hold-{}",
+                    shard_queue_name(&self.queue, shard_index),
+                    delay_suffix(h.delay)
+                ),
                 delay: h.delay,
             })
             .collect()

@@ -37,6 +37,8 @@ use crate::transport::{Death, Delivery, Envelope, MessageId, Settlement, Source,
 const OVERFLOW_RELEASE_DELAY: Duration = Duration::from_millis(100);
 /// How long a dead-lettered message whose `handle_dead` failed waits before it is offered again.
 const DEAD_HANDLER_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Deliveries a consumer handles before it yields to the runtime.
+const YIELD_EVERY: usize = 256;
 /// Backoff between reconnect attempts: doubles from the first value up to the second.
 const RECONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -226,6 +228,7 @@ where
     let mut outcome = Ok(());
     let mut stopping = false;
     let mut handed_back = false;
+    let mut since_yield = 0usize;
 
     // Starts a job: finishes it in place when nothing waits, else adds it to the in-flight set.
     macro_rules! start {
@@ -263,6 +266,7 @@ where
             received = sub.receive(room, &mut batch), if room > 0 && !stopping => match received {
                 Ok(true) => {
                     failures = 0;
+                    since_yield += batch.len();
                     for d in batch.drain(..) {
                         match sequencer.as_mut() {
                             Some(seq) => work.extend(job_for(seq.admit(d))),
@@ -307,6 +311,12 @@ where
         settings.processing.store(!inflight.is_empty(), Ordering::Relaxed);
         if stopping && inflight.is_empty() {
             break;
+        }
+        if since_yield >= YIELD_EVERY {
+            // A queue that never runs dry (or a handler that keeps asking for immediate redelivery) would
+            // otherwise keep this task busy forever: let the runtime's other tasks run.
+            since_yield = 0;
+            tokio::task::yield_now().await;
         }
     }
 
