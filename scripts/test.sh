@@ -88,9 +88,27 @@ step "target dir: ${CARGO_TARGET_DIR:-./target}"
 
 start_brokers
 
-run cargo test --all-features --all-targets
-run cargo test --all-features --doc
-# The core compiles, and its unit tests pass, without any backend feature.
-run cargo test --no-default-features --lib
+# The examples are part of the documentation: each one checks its own outcome and exits non-zero if the
+# behaviour it shows did not happen.
+for example in quickstart sequenced consumer_groups audited; do
+    run cargo run --quiet --all-features --example "$example"
+done
 
+# Test runs are logged so that the totals can be printed at the end.
+test_log=$(mktemp)
+at_exit "rm -f '$test_log'"
+run_tests() {
+    current_step="$*"
+    step "$*"
+    "$@" 2>&1 | tee -a "$test_log"
+}
+
+# The core compiles, and its unit tests pass, without any backend feature.
+run_tests cargo test --no-default-features --lib
+run_tests cargo test --all-features --doc
+run_tests cargo test --all-features --all-targets
+
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -E '^test result:' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 step "all tests passed"
+echo "tests: ${passed} passed, ${failed} failed"
