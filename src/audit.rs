@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
 use crate::metadata::{DeadMessageMetadata, MessageMetadata};
 use crate::outcome::Outcome;
@@ -156,7 +157,8 @@ pub trait AuditHandler<T: Topic>: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Audited<H, A> {
     handler: H,
-    audit_handler: A,
+    // Shared so that an attempt the engine abandons can still be audited from a task of its own.
+    audit_handler: Arc<A>,
     audit_timeout: Option<Duration>,
 }
 
@@ -168,7 +170,7 @@ impl<H, A> Audited<H, A> {
     pub fn new(handler: H, audit_handler: A) -> Self {
         Self {
             handler,
-            audit_handler,
+            audit_handler: Arc::new(audit_handler),
             audit_timeout: Some(DEFAULT_AUDIT_TIMEOUT),
         }
     }
@@ -220,9 +222,9 @@ where
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future abandons the wrapped handler and the audit call wherever they are; the
-    /// attempt's record may be missing. The engine only drops it on handler timeout, which it treats as a
-    /// retry, so the message is redelivered and audited again.
+    /// Dropping the future abandons the wrapped handler. If the handler had not returned yet, the
+    /// attempt is still audited (outcome `Retry`, what the engine makes of a timeout) from a task spawned
+    /// on the current Tokio runtime; if the audit call itself was under way, that record may be missing.
     async fn handle(&self, message: T::Message, metadata: MessageMetadata, ctx: &Self::Context) -> Outcome {
         // Recursion guard: the audit consumer's own deliveries are never audited.
         #[cfg(feature = "audit")]
@@ -230,33 +232,43 @@ where
             return self.handler.handle(message, metadata, ctx).await;
         }
 
-        let payload = message.clone();
         let trace_id = metadata
             .headers
             .get(TRACE_ID_HEADER)
             .cloned()
             .unwrap_or_else(|| metadata.delivery_id.clone());
-        let timestamp = Utc::now();
         let started = Instant::now();
+        // Until the call returns, the record says what the attempt amounts to if the engine abandons it
+        // (handler timeout, aborted drain): a retry. The guard stores it then.
+        let mut guard = Abandoned::<T, A> {
+            armed: Some(Pending {
+                audit: self.audit_handler.clone(),
+                record: AuditRecord {
+                    trace_id,
+                    topic: T::topology().queue().to_owned(),
+                    payload: message.clone(),
+                    metadata: metadata.clone(),
+                    outcome: Outcome::Retry,
+                    duration_ms: 0,
+                    timestamp: Utc::now(),
+                },
+                started,
+                limit: self.audit_timeout,
+            }),
+        };
 
-        let call = AssertUnwindSafe(self.handler.handle(message, metadata.clone(), ctx)).catch_unwind();
+        let call = AssertUnwindSafe(self.handler.handle(message, metadata, ctx)).catch_unwind();
         let (outcome, panic) = match call.await {
             Ok(outcome) => (outcome, None),
             // A panicking attempt is audited as the retry it amounts to, then the panic goes on to the
             // engine, which counts it.
             Err(panic) => (Outcome::Retry, Some(panic)),
         };
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-
-        let record = AuditRecord {
-            trace_id,
-            topic: T::topology().queue().to_owned(),
-            payload,
-            metadata,
-            outcome,
-            duration_ms,
-            timestamp,
+        let Some(Pending { mut record, .. }) = guard.armed.take() else {
+            unreachable!("the guard is disarmed only here");
         };
+        record.outcome = outcome;
+        record.duration_ms = millis(started.elapsed());
 
         let stored = self.store::<T>(&record).await;
         if let Some(panic) = panic {
@@ -293,6 +305,56 @@ where
         ctx: &Self::Context,
     ) -> impl Future<Output = ()> + Send {
         self.handler.handle_dead(message, metadata, ctx)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The record of an attempt in progress, with what is needed to store it from a task of its own.
+struct Pending<T: Topic, A> {
+    audit: Arc<A>,
+    record: AuditRecord<T::Message>,
+    started: Instant,
+    limit: Option<Duration>,
+}
+
+/// Audits an attempt that is dropped before its handler returns: the engine drops the handler call at its
+/// timeout and when a drain runs out of time, and the attempt must still be audited (contract rule 20).
+struct Abandoned<T: Topic, A: AuditHandler<T>> {
+    armed: Option<Pending<T, A>>,
+}
+
+impl<T: Topic, A: AuditHandler<T>> Drop for Abandoned<T, A> {
+    fn drop(&mut self) {
+        let Some(Pending {
+            audit,
+            mut record,
+            started,
+            limit,
+        }) = self.armed.take()
+        else {
+            return;
+        };
+        record.duration_ms = millis(started.elapsed());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(delivery_id = %record.metadata.delivery_id, topic = %record.topic,
+                "an abandoned attempt could not be audited: no Tokio runtime to store its record");
+            return;
+        };
+        runtime.spawn(async move {
+            let stored = match limit {
+                Some(limit) => tokio::time::timeout(limit, audit.audit(&record))
+                    .await
+                    .unwrap_or_else(|_| Err(ShoveError::Unknown(format!("audit handler timed out after {limit:?}")))),
+                None => audit.audit(&record).await,
+            };
+            if let Err(error) = stored {
+                tracing::error!(delivery_id = %record.metadata.delivery_id, topic = %record.topic, error = %error,
+                    "audit record of an abandoned attempt could not be stored");
+            }
+        });
     }
 }
 

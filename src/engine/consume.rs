@@ -477,6 +477,8 @@ where
             let metadata = metadata_of(&held.envelope, redelivered);
             let started = crate::metrics::ENABLED.then(std::time::Instant::now);
             crate::metrics::inflight_add(&shared.queue, 1.0);
+            // Busy from the first instruction of the handler: scaling never stops a consumer mid-call.
+            shared.settings.processing.store(true, Ordering::Relaxed);
             call_slot.set(Some(call(message, metadata)));
             let Some(result) = poll_slot(call_slot).await else {
                 let pending = std::mem::replace(call_slot, Box::pin(None));

@@ -1,0 +1,53 @@
+//! The conformance suite (`tests/conformance/`) on the in-process backend.
+//!
+//! The in-process backend claims no optional capability: its delays live in process memory (contract
+//! rule 12 exempts it) and there is no broker process to restart, so those scenarios report themselves
+//! as skipped.
+
+mod conformance;
+
+use conformance::{Capabilities, GroupSpec, Harness};
+use shove::inmemory::{InMemoryConfig, InMemoryConsumerGroupConfig};
+use shove::{Broker, ConsumerGroupConfig, InMemory};
+
+/// Drives the suite on `shove::InMemory`: a new in-process broker per scenario.
+struct InMemoryHarness;
+
+impl Harness for InMemoryHarness {
+    type B = InMemory;
+
+    fn name() -> &'static str {
+        "inmemory"
+    }
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            durable_delays: false,
+            restart: false,
+        }
+    }
+
+    async fn broker() -> Broker<InMemory> {
+        Broker::<InMemory>::new(InMemoryConfig::default())
+            .await
+            .expect("an in-process broker")
+    }
+
+    fn group_config(spec: &GroupSpec) -> ConsumerGroupConfig<InMemory> {
+        let mut config = InMemoryConsumerGroupConfig::new(spec.min..=spec.max)
+            .with_prefetch_count(spec.prefetch)
+            .with_max_retries(spec.max_retries);
+        if let Some(timeout) = spec.handler_timeout {
+            config = config.with_handler_timeout(timeout);
+        }
+        if let Some(max) = spec.max_message_size {
+            config = config.with_max_message_size(max);
+        }
+        if let Some(limit) = spec.max_pending_per_key {
+            config = config.with_max_pending_per_key(limit);
+        }
+        ConsumerGroupConfig::new(config)
+    }
+}
+
+conformance::conformance_suite!(InMemoryHarness);
