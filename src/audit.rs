@@ -420,7 +420,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`ShoveError::Serialization`](crate::ShoveError::Serialization) when the payload cannot be
+    /// [`ShoveError::Serialization`] when the payload cannot be
     /// represented as JSON; otherwise whatever [`Publisher::publish`] returns.
     ///
     /// # Cancel safety
