@@ -7,6 +7,11 @@
 //!
 //! Every name starts with a prefix, `shove` unless changed once at startup with [`set_prefix`].
 //!
+//! Each label set is registered with the recorder once and its handle kept, so recording costs a map lookup
+//! and an atomic update per message, never an allocation. A handle stays bound to the recorder that was
+//! installed when it was registered: install your recorder before the first message is published or
+//! consumed.
+//!
 //! | Metric | Type | Labels | Meaning |
 //! |---|---|---|---|
 //! | `{prefix}_messages_consumed_total` | counter | `topic`, `outcome` | Deliveries a consumer finished, by what became of them. `outcome` is `ack`, `retry`, `reject`, `defer` or `dead_letter`. |
@@ -97,6 +102,7 @@ pub(crate) use noop::*;
 /// Real emission through the `metrics` facade.
 #[cfg(feature = "metrics")]
 mod emit {
+    use std::collections::HashMap;
     use std::sync::OnceLock;
 
     use super::{PREFIX, Prefix};
@@ -160,68 +166,177 @@ mod emit {
         NAMES.get_or_init(|| Names::new(emission_prefix(&PREFIX)))
     }
 
+    /// A registered metric handle. Handles are registered once per label set and kept, so recording on
+    /// the hot path costs a map lookup and an atomic update, not a label allocation per message. They
+    /// bind to the recorder installed when first used: install the recorder before the first message.
+    #[derive(Clone)]
+    enum Handle {
+        Counter(::metrics::Counter),
+        Gauge(::metrics::Gauge),
+        Histogram(::metrics::Histogram),
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Metric {
+        Consumed,
+        Failed,
+        Published,
+        ProcessingDuration,
+        PublishDuration,
+        MessageSize,
+        Inflight,
+        AutoscalerDecisions,
+        BackendErrors,
+    }
+
+    type Cache = std::sync::RwLock<HashMap<String, HashMap<(Metric, &'static str), Handle>>>;
+
+    /// The handle for `metric` with first label value `first` and second `second`, registered by
+    /// `register` on first use.
+    fn handle(metric: Metric, first: &str, second: &'static str, register: impl FnOnce() -> Handle) -> Handle {
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Cache::default);
+        if let Some(h) = cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(first)
+            .and_then(|m| m.get(&(metric, second)))
+        {
+            return h.clone();
+        }
+        let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(first.to_owned())
+            .or_default()
+            .entry((metric, second))
+            .or_insert_with(register)
+            .clone()
+    }
+
+    fn counter(
+        metric: Metric,
+        first: &str,
+        second: &'static str,
+        register: impl FnOnce() -> ::metrics::Counter,
+    ) -> ::metrics::Counter {
+        match handle(metric, first, second, || Handle::Counter(register())) {
+            Handle::Counter(c) => c,
+            _ => unreachable!("each metric is registered with one kind"),
+        }
+    }
+
+    fn histogram(metric: Metric, first: &str, register: impl FnOnce() -> ::metrics::Histogram) -> ::metrics::Histogram {
+        match handle(metric, first, "", || Handle::Histogram(register())) {
+            Handle::Histogram(h) => h,
+            _ => unreachable!("each metric is registered with one kind"),
+        }
+    }
+
     /// One delivery finished; `outcome` is `ack`, `retry`, `reject`, `defer` or `dead_letter`.
     #[inline]
     pub(crate) fn consumed(topic: &str, outcome: &'static str) {
-        ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome).increment(1);
+        counter(
+            Metric::Consumed,
+            topic,
+            outcome,
+            || ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome),
+        )
+        .increment(1);
     }
 
     /// One delivery failed; `reason` is one of the values listed in the module docs.
     #[inline]
     pub(crate) fn failed(topic: &str, reason: &'static str) {
-        ::metrics::counter!(names().failed.as_str(), "topic" => topic.to_owned(), "reason" => reason).increment(1);
+        counter(
+            Metric::Failed,
+            topic,
+            reason,
+            || ::metrics::counter!(names().failed.as_str(), "topic" => topic.to_owned(), "reason" => reason),
+        )
+        .increment(1);
     }
 
     /// `count` messages were accepted by the broker.
     #[inline]
     pub(crate) fn published(topic: &str, count: u64) {
-        ::metrics::counter!(names().published.as_str(), "topic" => topic.to_owned()).increment(count);
+        counter(
+            Metric::Published,
+            topic,
+            "",
+            || ::metrics::counter!(names().published.as_str(), "topic" => topic.to_owned()),
+        )
+        .increment(count);
     }
 
     /// A handler took `seconds` on one delivery.
     #[inline]
     pub(crate) fn processing_duration(topic: &str, seconds: f64) {
-        ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned()).record(seconds);
+        histogram(
+            Metric::ProcessingDuration,
+            topic,
+            || ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned()),
+        )
+        .record(seconds);
     }
 
     /// A publish call took `seconds` until confirmed.
     #[inline]
     pub(crate) fn publish_duration(topic: &str, seconds: f64) {
-        ::metrics::histogram!(names().publish_duration.as_str(), "topic" => topic.to_owned()).record(seconds);
+        histogram(
+            Metric::PublishDuration,
+            topic,
+            || ::metrics::histogram!(names().publish_duration.as_str(), "topic" => topic.to_owned()),
+        )
+        .record(seconds);
     }
 
     /// A consumed payload was `bytes` long.
     #[inline]
     pub(crate) fn message_size(topic: &str, bytes: usize) {
         // Precision loss above 2^53 bytes is irrelevant for a size histogram.
-        ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned()).record(bytes as f64);
+        histogram(
+            Metric::MessageSize,
+            topic,
+            || ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned()),
+        )
+        .record(bytes as f64);
     }
 
     /// Deliveries in progress changed by `delta` (negative when they finish).
     #[inline]
     pub(crate) fn inflight_add(topic: &str, delta: f64) {
-        ::metrics::gauge!(names().inflight.as_str(), "topic" => topic.to_owned()).increment(delta);
+        let gauge = match handle(Metric::Inflight, topic, "", || {
+            Handle::Gauge(::metrics::gauge!(names().inflight.as_str(), "topic" => topic.to_owned()))
+        }) {
+            Handle::Gauge(g) => g,
+            _ => unreachable!("each metric is registered with one kind"),
+        };
+        gauge.increment(delta);
     }
 
     /// The autoscaler acted on a decision (`scale_up` or `scale_down`) for `group`.
     #[inline]
     pub(crate) fn autoscaler_decision(group: &str, decision: &'static str) {
-        ::metrics::counter!(
-            names().autoscaler_decisions.as_str(),
-            "group" => group.to_owned(),
-            "decision" => decision
-        )
+        counter(Metric::AutoscalerDecisions, group, decision, || {
+            ::metrics::counter!(
+                names().autoscaler_decisions.as_str(),
+                "group" => group.to_owned(),
+                "decision" => decision
+            )
+        })
         .increment(1);
     }
 
     /// A broker operation failed.
     #[inline]
     pub(crate) fn backend_error(backend: &'static str, operation: &'static str) {
-        ::metrics::counter!(
-            names().backend_errors.as_str(),
-            "backend" => backend,
-            "operation" => operation
-        )
+        counter(Metric::BackendErrors, backend, operation, || {
+            ::metrics::counter!(
+                names().backend_errors.as_str(),
+                "backend" => backend,
+                "operation" => operation
+            )
+        })
         .increment(1);
     }
 }
@@ -402,12 +517,15 @@ mod tests {
     fn consumed_counts_by_topic_and_outcome() {
         assert_single(
             || {
-                consumed("orders", "ack");
-                consumed("orders", "ack");
+                consumed("orders-consumed_counts_by_topic_and_outcome", "ack");
+                consumed("orders-consumed_counts_by_topic_and_outcome", "ack");
             },
             MetricKind::Counter,
             "shove_messages_consumed_total",
-            &[("topic", "orders"), ("outcome", "ack")],
+            &[
+                ("topic", "orders-consumed_counts_by_topic_and_outcome"),
+                ("outcome", "ack"),
+            ],
             DebugValue::Counter(2),
         );
     }
@@ -415,8 +533,8 @@ mod tests {
     #[test]
     fn consumed_outcomes_are_separate_series() {
         let recorded = record(|| {
-            consumed("orders", "ack");
-            consumed("orders", "dead_letter");
+            consumed("orders-consumed_outcomes_are_separate_series", "ack");
+            consumed("orders-consumed_outcomes_are_separate_series", "dead_letter");
         });
         assert_eq!(recorded.len(), 2);
     }
@@ -424,10 +542,13 @@ mod tests {
     #[test]
     fn failed_counts_by_topic_and_reason() {
         assert_single(
-            || failed("orders", "timeout"),
+            || failed("orders-failed_counts_by_topic_and_reason", "timeout"),
             MetricKind::Counter,
             "shove_messages_failed_total",
-            &[("topic", "orders"), ("reason", "timeout")],
+            &[
+                ("topic", "orders-failed_counts_by_topic_and_reason"),
+                ("reason", "timeout"),
+            ],
             DebugValue::Counter(1),
         );
     }
@@ -436,12 +557,12 @@ mod tests {
     fn published_increments_by_count() {
         assert_single(
             || {
-                published("orders", 3);
-                published("orders", 4);
+                published("orders-published_increments_by_count", 3);
+                published("orders-published_increments_by_count", 4);
             },
             MetricKind::Counter,
             "shove_messages_published_total",
-            &[("topic", "orders")],
+            &[("topic", "orders-published_increments_by_count")],
             DebugValue::Counter(7),
         );
     }
@@ -449,10 +570,10 @@ mod tests {
     #[test]
     fn processing_duration_is_a_histogram() {
         assert_single(
-            || processing_duration("orders", 0.25),
+            || processing_duration("orders-processing_duration_is_a_histogram", 0.25),
             MetricKind::Histogram,
             "shove_message_processing_duration_seconds",
-            &[("topic", "orders")],
+            &[("topic", "orders-processing_duration_is_a_histogram")],
             histogram(&[0.25]),
         );
     }
@@ -460,10 +581,10 @@ mod tests {
     #[test]
     fn publish_duration_is_a_histogram() {
         assert_single(
-            || publish_duration("orders", 0.5),
+            || publish_duration("orders-publish_duration_is_a_histogram", 0.5),
             MetricKind::Histogram,
             "shove_message_publish_duration_seconds",
-            &[("topic", "orders")],
+            &[("topic", "orders-publish_duration_is_a_histogram")],
             histogram(&[0.5]),
         );
     }
@@ -471,10 +592,10 @@ mod tests {
     #[test]
     fn message_size_is_a_histogram_of_bytes() {
         assert_single(
-            || message_size("orders", 1024),
+            || message_size("orders-message_size_is_a_histogram_of_bytes", 1024),
             MetricKind::Histogram,
             "shove_message_size_bytes",
-            &[("topic", "orders")],
+            &[("topic", "orders-message_size_is_a_histogram_of_bytes")],
             histogram(&[1024.0]),
         );
     }
@@ -483,13 +604,13 @@ mod tests {
     fn inflight_is_a_gauge_moved_by_delta() {
         assert_single(
             || {
-                inflight_add("orders", 1.0);
-                inflight_add("orders", 1.0);
-                inflight_add("orders", -1.0);
+                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", 1.0);
+                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", 1.0);
+                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", -1.0);
             },
             MetricKind::Gauge,
             "shove_messages_inflight",
-            &[("topic", "orders")],
+            &[("topic", "orders-inflight_is_a_gauge_moved_by_delta")],
             DebugValue::Gauge(1.0.into()),
         );
     }

@@ -214,8 +214,9 @@ pub trait Transport: Clone + Send + Sync + 'static {
         messages: Vec<Envelope>,
     ) -> impl Future<Output = (u64, Result<()>)> + Send;
 
-    /// Opens a subscription on `source`, declaring the topic first if needed.
-    fn subscribe(&self, source: Source) -> impl Future<Output = Result<Self::Subscription>> + Send;
+    /// Opens a subscription on `source`, declaring the topic first if needed. `prefetch` is how many
+    /// deliveries the engine may hold unsettled at once (the broker-side credit, where the broker has one).
+    fn subscribe(&self, source: Source, prefetch: u16) -> impl Future<Output = Result<Self::Subscription>> + Send;
 
     /// Current depth of a queue (or of all shards of a sequenced topic, by main queue name).
     fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
