@@ -76,9 +76,55 @@ trap run_cleanup EXIT
 #   * registers how to stop what it started with at_exit "<command>".
 # See the project's notes on brokers for the commands that work on these machines.
 
+# RabbitMQ (AMQP on 5672, management HTTP API on 15672, guest/guest): the rabbitmq backend's conformance
+# suite and its management-API test. Sequenced topics need the consistent-hash exchange plugin; queue
+# statistics over HTTP need the management plugin.
+#
+# Unlike the rule above, a node this script starts is deliberately left running (no at_exit stop): it is
+# the Debian system service, with its data in /var/lib/rabbitmq rather than ./.broker-data, and CI machines
+# keep it between runs; stopping it would only make the next run pay the install check and start-up again.
+start_rabbitmq() {
+    if ! port_open 127.0.0.1 5672; then
+        if ! command -v rabbitmq-server >/dev/null 2>&1; then
+            run apt-get update
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server
+        fi
+        # The package's post-install step may already have started the node (it may still be booting).
+        if ! rabbitmqctl -q ping >/dev/null 2>&1; then
+            if [[ ! -e /etc/rabbitmq/rabbitmq.conf ]]; then
+                # Loopback only: AMQP and the management listener.
+                mkdir -p /etc/rabbitmq
+                printf '%s\n' 'listeners.tcp.default = 127.0.0.1:5672' 'management.tcp.ip = 127.0.0.1' \
+                    >/etc/rabbitmq/rabbitmq.conf
+            fi
+            run rabbitmq-server -detached
+        fi
+        # await_startup fails at once while the node is still booting: retry it, bounded.
+        current_step="rabbitmqctl await_startup"
+        step "waiting for RabbitMQ to start"
+        local deadline=$(($(now_ms) + 60000))
+        until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
+            if (($(now_ms) >= deadline)); then
+                echo "RabbitMQ did not start within 60s (see /var/log/rabbitmq)" >&2
+                return 1
+            fi
+            sleep 1
+        done
+        wait_for_port 127.0.0.1 5672 30
+    fi
+    # Also on a node that was already running: enabling is idempotent and takes effect without a restart.
+    if command -v rabbitmq-plugins >/dev/null 2>&1; then
+        run rabbitmq-plugins -q enable rabbitmq_management rabbitmq_consistent_hash_exchange
+    elif ! port_open 127.0.0.1 15672; then
+        echo "RabbitMQ listens on 5672 but rabbitmq-plugins is not on PATH: enable the plugins" \
+            "rabbitmq_management and rabbitmq_consistent_hash_exchange on that node" >&2
+        return 1
+    fi
+    wait_for_port 127.0.0.1 15672 60
+}
+
 start_brokers() {
-    # Only the in-process backend exists so far: its tests need no broker.
-    :
+    start_rabbitmq
 }
 
 # --- The suite ---------------------------------------------------------------------------------------------

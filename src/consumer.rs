@@ -45,6 +45,14 @@ pub struct ConsumerOptions<B: Backend> {
     pub max_message_size: Option<usize>,
     /// Give up after this many consecutive failed reconnects (default: never).
     pub max_reconnect_attempts: Option<u32>,
+    /// RabbitMQ: how long to wait for the broker to confirm a retry's copy in its hold queue (default:
+    /// 30 s); if it does not confirm in time, the original is handed back and redelivered.
+    #[cfg(feature = "rabbitmq")]
+    pub hold_queue_timeout: Option<Duration>,
+    /// RabbitMQ: settle through AMQP transactions, so the routing publish and the acknowledgement of the
+    /// original commit together (default: false).
+    #[cfg(feature = "rabbitmq-transactional")]
+    pub exactly_once: bool,
     pub(crate) shutdown: Option<CancellationToken>,
     pub(crate) processing: Arc<AtomicBool>,
     pub(crate) consumer_group: Option<Arc<str>>,
@@ -62,6 +70,10 @@ impl<B: Backend> ConsumerOptions<B> {
             max_pending_per_key: Some(DEFAULT_MAX_PENDING_PER_KEY),
             max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
             max_reconnect_attempts: None,
+            #[cfg(feature = "rabbitmq")]
+            hold_queue_timeout: None,
+            #[cfg(feature = "rabbitmq-transactional")]
+            exactly_once: false,
             shutdown: None,
             processing: Arc::new(AtomicBool::new(false)),
             consumer_group: None,
@@ -173,10 +185,38 @@ impl<B: Backend> Clone for ConsumerOptions<B> {
             max_pending_per_key: self.max_pending_per_key,
             max_message_size: self.max_message_size,
             max_reconnect_attempts: self.max_reconnect_attempts,
+            #[cfg(feature = "rabbitmq")]
+            hold_queue_timeout: self.hold_queue_timeout,
+            #[cfg(feature = "rabbitmq-transactional")]
+            exactly_once: self.exactly_once,
             shutdown: self.shutdown.clone(),
             processing: self.processing.clone(),
             consumer_group: self.consumer_group.clone(),
             _backend: PhantomData,
         }
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+impl ConsumerOptions<crate::markers::RabbitMq> {
+    /// Sets [`ConsumerOptions::hold_queue_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"hold_queue_timeout must be positive"`.
+    pub fn with_hold_queue_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "hold_queue_timeout must be positive");
+        self.hold_queue_timeout = Some(timeout);
+        self
+    }
+}
+
+#[cfg(feature = "rabbitmq-transactional")]
+impl ConsumerOptions<crate::markers::RabbitMq> {
+    /// Settles through AMQP transactions: a retry's copy (or a dead letter) and the acknowledgement of the
+    /// original commit together, so a crash between them can leave neither a duplicate nor a loss.
+    pub fn with_exactly_once(mut self) -> Self {
+        self.exactly_once = true;
+        self
     }
 }

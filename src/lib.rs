@@ -39,6 +39,8 @@ mod transport;
 
 #[cfg(feature = "inmemory")]
 pub mod inmemory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 
 pub use audit::{AuditHandler, AuditRecord, Audited};
 #[cfg(feature = "audit")]
@@ -61,6 +63,8 @@ pub use error::ShoveError;
 pub use handler::{MessageHandler, MessageHandlerExt};
 #[cfg(feature = "inmemory")]
 pub use markers::InMemory;
+#[cfg(feature = "rabbitmq")]
+pub use markers::RabbitMq;
 pub use metadata::{DeadMessageMetadata, MessageMetadata};
 pub use outcome::Outcome;
 pub use publisher::Publisher;

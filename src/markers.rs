@@ -3,3 +3,7 @@
 /// The in-process backend: queues in this process's memory, no broker needed.
 #[cfg(feature = "inmemory")]
 pub struct InMemory;
+
+/// The RabbitMQ backend (AMQP 0-9-1 through `lapin`).
+#[cfg(feature = "rabbitmq")]
+pub struct RabbitMq;

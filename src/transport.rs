@@ -39,6 +39,15 @@ pub enum MessageId {
 }
 
 impl MessageId {
+    /// Reads an id from a header value: a UUID when it parses as one, text otherwise.
+    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    pub fn parse(text: &str) -> Self {
+        match uuid::Uuid::try_parse(text) {
+            Ok(u) => MessageId::Uuid(u),
+            Err(_) => MessageId::Text(Arc::from(text)),
+        }
+    }
+
     /// The id as text, as handlers see it in `MessageMetadata::delivery_id`.
     pub fn to_text(&self) -> String {
         match self {
@@ -159,6 +168,22 @@ pub enum Settlement {
     },
 }
 
+/// How a subscription should behave, from the consumer's options.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// How many deliveries the engine may hold unsettled at once (the broker-side credit, where the
+    /// broker has one).
+    pub prefetch: u16,
+    /// How long to wait for the broker to confirm the copy that carries a retry, defer or dead-letter
+    /// before giving up on it (the original is then handed back). `None`: the backend's default.
+    #[cfg(feature = "rabbitmq")]
+    pub hold_queue_timeout: Option<Duration>,
+    /// Settle through broker transactions: the copy and the acknowledgement of the original commit
+    /// together or not at all.
+    #[cfg(feature = "rabbitmq-transactional")]
+    pub exactly_once: bool,
+}
+
 /// Depth of a queue, for autoscaling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Depth {
@@ -214,9 +239,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
         messages: Vec<Envelope>,
     ) -> impl Future<Output = (u64, Result<()>)> + Send;
 
-    /// Opens a subscription on `source`, declaring the topic first if needed. `prefetch` is how many
-    /// deliveries the engine may hold unsettled at once (the broker-side credit, where the broker has one).
-    fn subscribe(&self, source: Source, prefetch: u16) -> impl Future<Output = Result<Self::Subscription>> + Send;
+    /// Opens a subscription on `source`, declaring the topic first if needed.
+    fn subscribe(
+        &self,
+        source: Source,
+        options: &SubscribeOptions,
+    ) -> impl Future<Output = Result<Self::Subscription>> + Send;
 
     /// Current depth of a queue (or of all shards of a sequenced topic, by main queue name).
     fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;

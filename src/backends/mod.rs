@@ -2,3 +2,6 @@
 
 #[cfg(feature = "inmemory")]
 pub(crate) mod inmemory;
+
+#[cfg(feature = "rabbitmq")]
+pub(crate) mod rabbitmq;

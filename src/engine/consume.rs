@@ -358,8 +358,7 @@ async fn subscribe_with_retry<Tr: Transport>(
 ) -> Result<Tr::Subscription> {
     let mut attempt = 0u32;
     loop {
-        let prefetch = u16::try_from(settings.capacity).unwrap_or(u16::MAX);
-        match transport.subscribe(source, prefetch).await {
+        match transport.subscribe(source, &settings.subscribe).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_retryable() && settings.max_reconnect_attempts.is_none_or(|m| attempt < m) => {
                 attempt += 1;

@@ -18,7 +18,7 @@ use crate::consumer::{DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT
 use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
 use crate::topic::Topic;
-use crate::transport::{Source, Transport};
+use crate::transport::{Source, SubscribeOptions, Transport};
 
 /// The settings every backend's `*ConsumerGroupConfig` wraps.
 #[derive(Debug, Clone)]
@@ -32,6 +32,10 @@ pub(crate) struct GroupSettings {
     pub max_message_size: Option<usize>,
     pub max_pending_per_key: Option<usize>,
     pub max_reconnect_attempts: Option<u32>,
+    /// When false, each consumer handles one message at a time whatever the prefetch.
+    pub concurrent_processing: bool,
+    /// Backend-specific subscription settings (the prefetch is taken from `prefetch`).
+    pub subscribe: SubscribeOptions,
 }
 
 impl GroupSettings {
@@ -61,13 +65,22 @@ impl GroupSettings {
             max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
             max_pending_per_key: Some(DEFAULT_MAX_PENDING_PER_KEY),
             max_reconnect_attempts: None,
+            concurrent_processing: true,
+            subscribe: SubscribeOptions::default(),
         }
     }
 
     fn consumer_settings(&self, default_timeout: Option<Duration>, processing: Arc<AtomicBool>) -> ConsumerSettings {
+        let mut subscribe = self.subscribe.clone();
+        subscribe.prefetch = self.prefetch.max(1);
         ConsumerSettings {
+            subscribe,
             max_retries: self.max_retries,
-            capacity: usize::from(self.prefetch.max(1)),
+            capacity: if self.concurrent_processing {
+                usize::from(self.prefetch.max(1))
+            } else {
+                1
+            },
             handler_timeout: self.handler_timeout.or(default_timeout),
             max_pending_per_key: self.max_pending_per_key,
             max_message_size: self.max_message_size,

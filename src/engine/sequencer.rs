@@ -2,8 +2,8 @@
 //!
 //! A consumer hands every delivery of a sequenced topic to [`Sequencer::admit`]. A key runs one message at
 //! a time: while its head is in the handler, or waiting in the broker for a retry, later messages of that key
-//! wait here (up to `max_pending_per_key`; beyond that they are handed back to the broker with a short delay
-//! and come back in order, see [`Admit::Release`]). Different keys never wait for each other.
+//! wait here (up to `max_pending_per_key`; beyond that they are handed back to the broker with a short delay,
+//! and admitted again strictly in key order whatever order the broker returns them in, see [`Admit::Release`]). Different keys never wait for each other.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -44,9 +44,10 @@ struct KeyState<Tok> {
     awaiting: Option<MessageId>,
     /// Later messages, in arrival order.
     pending: VecDeque<Delivery<Tok>>,
-    /// While set, messages of this key are handed back until this one (the first handed back) returns,
-    /// so that handed-back messages cannot be overtaken by their successors.
-    released_from: Option<MessageId>,
+    /// Messages of this key handed back to the broker, in key order. Only the first of them may be
+    /// admitted; any other message of the key that arrives meanwhile is handed back too (and queued here if
+    /// new), so the broker may return them in any order without breaking the key's order.
+    released: VecDeque<MessageId>,
     poisoned: bool,
 }
 
@@ -55,7 +56,7 @@ impl<Tok> KeyState<Tok> {
         !self.running
             && self.awaiting.is_none()
             && self.pending.is_empty()
-            && self.released_from.is_none()
+            && self.released.is_empty()
             && !self.poisoned
     }
 }
@@ -103,7 +104,7 @@ impl<Tok> Sequencer<Tok> {
             running: false,
             awaiting: None,
             pending: VecDeque::new(),
-            released_from: None,
+            released: VecDeque::new(),
             poisoned: false,
         });
         if state.poisoned {
@@ -115,19 +116,29 @@ impl<Tok> Sequencer<Tok> {
             state.running = true;
             return Admit::Run(d);
         }
-        if let Some(first) = &state.released_from {
+        // The earliest handed-back message re-enters ahead of the ones handed back after it.
+        let mut returning = false;
+        if let Some(first) = state.released.front() {
             let room = self.max_pending.is_none_or(|m| state.pending.len() < m);
             if *first != id || !room {
+                if !state.released.contains(&id) {
+                    state.released.push_back(id);
+                }
                 return Admit::Release(d);
             }
-            state.released_from = None;
+            state.released.pop_front();
+            returning = true;
         }
-        if !state.running && state.awaiting.is_none() && state.pending.is_empty() {
+        if !state.running
+            && state.awaiting.is_none()
+            && state.pending.is_empty()
+            && (returning || state.released.is_empty())
+        {
             state.running = true;
             return Admit::Run(d);
         }
-        if self.max_pending.is_some_and(|m| state.pending.len() >= m) {
-            state.released_from = Some(id);
+        if self.max_pending.is_some_and(|m| state.pending.len() >= m) || (!returning && !state.released.is_empty()) {
+            state.released.push_back(id);
             return Admit::Release(d);
         }
         state.pending.push_back(d);
@@ -270,6 +281,31 @@ mod tests {
         assert_eq!(id(&s.admit(d("a", "a4"))), "release a4");
         let next: Vec<_> = s.complete(&Arc::from("a"), HeadResult::Done).iter().map(id).collect();
         assert_eq!(next, vec!["run a3"]);
+    }
+
+    #[test]
+    fn handed_back_messages_keep_key_order_whatever_order_they_return_in() {
+        let mut s = Sequencer::new(SequenceFailure::Skip, Some(1));
+        s.admit(d("a", "a1"));
+        assert_eq!(id(&s.admit(d("a", "a2"))), "buffered");
+        assert_eq!(id(&s.admit(d("a", "a3"))), "release a3");
+        assert_eq!(id(&s.admit(d("a", "a4"))), "release a4");
+        assert_eq!(id(&s.admit(d("a", "a5"))), "release a5");
+        s.complete(&Arc::from("a"), HeadResult::Done); // a2 runs
+        // The broker returns them out of order: only a3 may enter, then a4, then a5.
+        assert_eq!(id(&s.admit(d("a", "a5"))), "release a5");
+        assert_eq!(id(&s.admit(d("a", "a4"))), "release a4");
+        assert_eq!(id(&s.admit(d("a", "a3"))), "buffered");
+        assert_eq!(id(&s.admit(d("a", "a5"))), "release a5");
+        assert_eq!(id(&s.admit(d("a", "a4"))), "release a4"); // no room yet
+        let next: Vec<_> = s.complete(&Arc::from("a"), HeadResult::Done).iter().map(id).collect();
+        assert_eq!(next, vec!["run a3"]);
+        assert_eq!(id(&s.admit(d("a", "a4"))), "buffered");
+        assert_eq!(id(&s.admit(d("a", "a5"))), "release a5");
+        s.complete(&Arc::from("a"), HeadResult::Done); // a4 runs
+        assert_eq!(id(&s.admit(d("a", "a5"))), "buffered");
+        let next: Vec<_> = s.complete(&Arc::from("a"), HeadResult::Done).iter().map(id).collect();
+        assert_eq!(next, vec!["run a5"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::consumer::ConsumerOptions;
+use crate::transport::SubscribeOptions;
 
 /// What one consumer loop needs to know.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub(crate) struct ConsumerSettings {
     pub max_message_size: Option<usize>,
     pub max_reconnect_attempts: Option<u32>,
     pub processing: Arc<AtomicBool>,
+    /// What the transport needs to know when subscribing.
+    pub subscribe: SubscribeOptions,
 }
 
 impl<B: Backend> From<&ConsumerOptions<B>> for ConsumerSettings {
@@ -36,6 +39,13 @@ impl<B: Backend> From<&ConsumerOptions<B>> for ConsumerSettings {
             max_message_size: o.max_message_size,
             max_reconnect_attempts: o.max_reconnect_attempts,
             processing: o.processing.clone(),
+            subscribe: SubscribeOptions {
+                prefetch: o.prefetch_count.max(1),
+                #[cfg(feature = "rabbitmq")]
+                hold_queue_timeout: o.hold_queue_timeout,
+                #[cfg(feature = "rabbitmq-transactional")]
+                exactly_once: o.exactly_once,
+            },
         }
     }
 }

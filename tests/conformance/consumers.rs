@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Concurrency, DRAIN, FnHandler, GroupSpec, Harness, Msg, Probe, Recorder, Running, WAIT, active_consumers, ms,
-    scale, unique, wait_active,
+    scale, scale_until, unique, wait_active,
 };
 
 /// What the gated handler records.
@@ -124,8 +124,15 @@ pub async fn group_respects_min_and_max<H: Harness>() {
         "4 consumers with prefetch 1 must run exactly 4 handlers at most at once"
     );
 
+    scale_until(
+        &broker,
+        queue,
+        ScalingDecision::ScaleDown(10),
+        2,
+        "scale-down stops at min",
+    )
+    .await;
     scale(&broker, queue, ScalingDecision::ScaleDown(10)).await;
-    wait_active(&broker, queue, 2, "scale-down stops at min").await;
     assert_eq!(active_consumers(&broker, queue).await, Some(2), "never below min");
     let outcome = running.stop().await;
     assert_eq!(outcome.exit_code(), 0, "{outcome:?}");

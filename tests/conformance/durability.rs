@@ -79,7 +79,7 @@ pub async fn aborted_consumers_lose_no_message<H: Harness>() {
             let events = events.clone();
             async move {
                 events.push((m.n, "started"));
-                if m.n % 2 == 0 && meta.retry_count == 0 {
+                if m.n.is_multiple_of(2) && meta.retry_count == 0 {
                     return Outcome::Retry;
                 }
                 tokio::time::sleep(ms(30)).await;
@@ -143,9 +143,11 @@ pub async fn delayed_retry_survives_a_new_connection<H: Harness>() {
     let mut sup = broker.consumer_supervisor();
     sup.register::<Durable, _>(first.handler(|_, _| Outcome::Retry), ConsumerOptions::new())
         .expect("register");
-    let running = Running::supervisor(sup, ms(1));
+    let running = Running::supervisor(sup, DRAIN);
     publisher.publish::<Durable>(&Msg::new("m", 0)).await.expect("publish");
     let seen = first.live.wait_for("the first attempt", |s| !s.is_empty()).await;
+    // The drain lets the first attempt settle (its retry goes to the hold queue); then the process's
+    // connection goes away while the retry is still waiting out its 800 ms.
     let _ = running.stop().await;
     broker.close().await;
     drop(broker);

@@ -553,6 +553,27 @@ pub async fn scale<B: Backend>(broker: &Broker<B>, group: &str, decision: Scalin
     scaler.scale(id, decision).await.expect("scale");
 }
 
+/// Applies `decision` through `broker.autoscaler()` until the group has `expected` active consumers, as an
+/// autoscaler polling again would (a consumer still settling its last message is not idle yet, and
+/// scale-down never stops a busy one).
+pub async fn scale_until<B: Backend>(
+    broker: &Broker<B>,
+    group: &str,
+    decision: ScalingDecision,
+    expected: u16,
+    why: &str,
+) {
+    eventually(
+        &format!("group {group} to have {expected} active consumers ({why})"),
+        WAIT,
+        || async {
+            scale(broker, group, decision.clone()).await;
+            active_consumers(broker, group).await == Some(expected)
+        },
+    )
+    .await;
+}
+
 /// Waits until the autoscaler reports `expected` active consumers in `group`.
 pub async fn wait_active<B: Backend>(broker: &Broker<B>, group: &str, expected: u16, why: &str) {
     eventually(

@@ -17,7 +17,7 @@ use super::timer::Timer;
 use crate::engine::registry::GroupDirectory;
 use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
-use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, Subscription, Transport};
+use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
 
 /// Default capacity of each in-process queue.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
@@ -277,7 +277,7 @@ impl Transport for InMemoryBroker {
         (accepted, Ok(()))
     }
 
-    async fn subscribe(&self, source: Source, _prefetch: u16) -> Result<InMemorySubscription> {
+    async fn subscribe(&self, source: Source, _options: &SubscribeOptions) -> Result<InMemorySubscription> {
         self.check_open()?;
         let topic = self.topic(source.topology());
         let (queues, sharded) = match source {
@@ -516,7 +516,10 @@ mod tests {
         let (accepted, result) = broker.publish(topology, (0..N).map(envelope).collect()).await;
         assert_eq!((accepted, result.is_ok()), (u64::from(N), true));
 
-        let sub = broker.subscribe(Source::Main(topology), 100).await.expect("subscribe");
+        let sub = broker
+            .subscribe(Source::Main(topology), &SubscribeOptions::default())
+            .await
+            .expect("subscribe");
         let mut got = Vec::new();
         while got.len() < N as usize {
             assert!(sub.receive(N as usize, &mut got).await.expect("receive"));

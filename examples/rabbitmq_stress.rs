@@ -1,0 +1,311 @@
+//! RabbitMQ stress run: shove next to raw `lapin` doing the same work in the same run.
+//!
+//! ```text
+//! cargo run --release --features rabbitmq --example rabbitmq_stress            # all workloads
+//! cargo run --release --features rabbitmq --example rabbitmq_stress -- raw 50000
+//! ```
+//! Workloads (broker at `AMQP_URI`, default amqp://guest:guest@127.0.0.1:5672/%2f):
+//! - `raw` / `shove`: publish N persistent messages with confirms, then consume them (prefetch 100, no-op
+//!   handler, ack each); prints the consume throughput.
+//! - `retry`: 5,000 messages that each return `Retry` once through a 100 ms hold queue; prints the time
+//!   until every message was handled twice.
+//! - `bound`: 64 consumers with 5–15 ms handlers; prints the throughput against the concurrency ÷ latency
+//!   bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde::{Deserialize, Serialize};
+use shove::rabbitmq::{RabbitMqClient, RabbitMqConfig, RabbitMqConsumer, RabbitMqPublisher};
+use shove::{
+    ConsumerOptions, MessageHandler, MessageMetadata, Outcome, RabbitMq, Topic, TopologyBuilder, define_topic,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Event {
+    id: u64,
+    user: String,
+    kind: String,
+    amount_cents: u64,
+    currency: String,
+    ts: i64,
+}
+
+fn event(i: u64) -> Event {
+    Event {
+        id: i,
+        user: format!("user-{:06}", i % 1000),
+        kind: "order.paid".into(),
+        amount_cents: 129_900,
+        currency: "EUR".into(),
+        ts: 1_764_337_000_000 + i as i64,
+    }
+}
+
+fn run_id() -> String {
+    format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
+}
+
+define_topic!(
+    Plain,
+    Event,
+    TopologyBuilder::new(format!("stress-plain-{}", run_id())).build()
+);
+define_topic!(
+    Retried,
+    Event,
+    TopologyBuilder::new(format!("stress-retry-{}", run_id()))
+        .hold_queue(Duration::from_millis(100))
+        .dlq()
+        .build()
+);
+define_topic!(
+    Bound,
+    Event,
+    TopologyBuilder::new(format!("stress-bound-{}", run_id())).build()
+);
+
+fn uri() -> String {
+    std::env::var("AMQP_URI").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Raw lapin: publish n with confirms, then consume with prefetch 100 and ack each.
+async fn raw(n: u64) -> f64 {
+    let conn = Connection::connect(&uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let queue = format!("stress-raw-{}", run_id());
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    ch.confirm_select(Default::default()).await.expect("confirms");
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let body = serde_json::to_vec(&event(i)).expect("encode");
+        let props = BasicProperties::default().with_delivery_mode(2);
+        pending.push(
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await
+            .expect("publish"),
+        );
+        if pending.len() == 1000 {
+            for c in pending.drain(..) {
+                c.await.expect("confirm");
+            }
+        }
+    }
+    for c in pending.drain(..) {
+        c.await.expect("confirm");
+    }
+    let cons_ch = conn.create_channel().await.expect("channel");
+    cons_ch.basic_qos(100, BasicQosOptions::default()).await.expect("qos");
+    let started = Instant::now();
+    let mut consumer = cons_ch
+        .basic_consume(
+            queue.as_str().into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut seen = 0;
+    while seen < n {
+        let d = consumer.next().await.expect("stream").expect("delivery");
+        let e: Event = serde_json::from_slice(&d.data).expect("decode");
+        std::hint::black_box(e);
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        seen += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
+    rate
+}
+
+struct Count {
+    /// Total time handlers spent sleeping, in microseconds (to compute the real latency bound).
+    slept_us: Arc<AtomicU64>,
+    seen: Arc<AtomicU64>,
+    target: u64,
+    done: Arc<Notify>,
+    retry_first: bool,
+    sleep_ms: Option<(u64, u64)>,
+}
+
+impl<T: Topic<Message = Event>> MessageHandler<T> for Count {
+    type Context = ();
+
+    async fn handle(&self, e: Event, meta: MessageMetadata, _: &()) -> Outcome {
+        if let Some((lo, hi)) = self.sleep_ms {
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_millis(lo + e.id % (hi - lo + 1))).await;
+            self.slept_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        if self.retry_first && meta.retry_count == 0 {
+            return Outcome::Retry;
+        }
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            self.done.notify_one();
+        }
+        Outcome::Ack
+    }
+}
+
+async fn publish_all<T: Topic<Message = Event>>(client: &RabbitMqClient, n: u64) {
+    let publisher = RabbitMqPublisher::new(client.clone()).await.expect("publisher");
+    let batch: Vec<Event> = (0..1000).map(event).collect();
+    let mut sent = 0;
+    while sent < n {
+        let k = (n - sent).min(1000) as usize;
+        publisher.publish_batch::<T>(&batch[..k]).await.1.expect("publish");
+        sent += k as u64;
+    }
+}
+
+/// Starts `consumers` consumers of T; returns a handle that waits until `n` messages were acknowledged.
+fn start<T: Topic<Message = Event>>(
+    client: &RabbitMqClient,
+    n: u64,
+    consumers: usize,
+    prefetch: u16,
+    retry_first: bool,
+    sleep_ms: Option<(u64, u64)>,
+) -> Running {
+    let done = Arc::new(Notify::new());
+    let seen = Arc::new(AtomicU64::new(0));
+    let slept_us = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let consumer = RabbitMqConsumer::new(client.clone());
+        let handler = Count {
+            slept_us: slept_us.clone(),
+            seen: seen.clone(),
+            target: n,
+            done: done.clone(),
+            retry_first,
+            sleep_ms,
+        };
+        let opts = ConsumerOptions::<RabbitMq>::preset(prefetch).with_shutdown(stop.clone());
+        tasks.push(tokio::spawn(
+            async move { consumer.run::<T, _>(handler, (), opts).await },
+        ));
+    }
+    Running {
+        done,
+        stop,
+        tasks,
+        slept_us,
+        n,
+    }
+}
+
+struct Running {
+    done: Arc<Notify>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<shove::error::Result<()>>>,
+    slept_us: Arc<AtomicU64>,
+    n: u64,
+}
+
+impl Running {
+    /// Waits for every message, stops the consumers; returns the mean handler sleep in seconds.
+    async fn finish(self) -> f64 {
+        self.done.notified().await;
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.expect("task").expect("consumer");
+        }
+        self.slept_us.load(Ordering::Relaxed) as f64 / 1e6 / self.n as f64
+    }
+}
+
+/// Waits until `queue` has `consumers` consumers (they subscribe asynchronously).
+async fn wait_for_consumers(client: &RabbitMqClient, queue: &str, consumers: u64) {
+    use shove::rabbitmq::QueueStatsProvider;
+    let broker = shove::Broker::<RabbitMq>::from_client(client.clone());
+    let stats = broker.queue_stats_provider();
+    for _ in 0..600 {
+        if stats.get_queue_stats(queue).await.map(|s| s.consumers).unwrap_or(0) >= consumers {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{consumers} consumers did not subscribe to {queue} within 30 s");
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let workload = args.first().map(String::as_str).unwrap_or("all");
+    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
+    let run = |w: &str| workload == "all" || workload == w;
+    let client = RabbitMqClient::connect(&RabbitMqConfig::new(uri()))
+        .await
+        .expect("connect");
+    let mut raw_rate = None;
+    if run("raw") {
+        let r = raw(n).await;
+        raw_rate = Some(r);
+        println!("raw lapin  {n} msgs: {r:>9.0} msg/s consumed (prefetch 100, ack each)");
+    }
+    if run("shove") {
+        publish_all::<Plain>(&client, n).await;
+        let started = Instant::now();
+        start::<Plain>(&client, n, 1, 100, false, None).finish().await;
+        let r = n as f64 / started.elapsed().as_secs_f64();
+        let ratio = raw_rate
+            .map(|raw| format!(" = {:.0}% of raw", 100.0 * r / raw))
+            .unwrap_or_default();
+        println!("shove      {n} msgs: {r:>9.0} msg/s consumed (prefetch 100, no-op handler){ratio}");
+    }
+    if run("retry") {
+        let m = 5_000;
+        let started = Instant::now();
+        let running = start::<Retried>(&client, m, 1, 500, true, None);
+        publish_all::<Retried>(&client, m).await;
+        running.finish().await;
+        println!(
+            "retry      {m} msgs each retried once through a 100 ms hold queue: {:.0} ms end to end",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    if run("bound") {
+        let m = 12_800;
+        let running = start::<Bound>(&client, m, 64, 1, false, Some((5, 15)));
+        wait_for_consumers(&client, Bound::topology().queue(), 64).await;
+        let started = Instant::now();
+        publish_all::<Bound>(&client, m).await;
+        let latency = running.finish().await;
+        let rate = m as f64 / started.elapsed().as_secs_f64();
+        let bound = 64.0 / latency;
+        println!(
+            "bound      {m} msgs, 64 consumers, 5-15 ms handlers (measured mean {:.2} ms): {rate:.0} msg/s = {:.0}% of the {bound:.0} msg/s bound",
+            latency * 1000.0,
+            100.0 * rate / bound
+        );
+    }
+    client.shutdown().await;
+}

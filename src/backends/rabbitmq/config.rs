@@ -1,0 +1,150 @@
+//! Connection settings for RabbitMQ.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where and how to connect to RabbitMQ. `Default` is `amqp://guest:guest@localhost:5672`.
+#[derive(Clone)]
+pub struct RabbitMqConfig {
+    /// The AMQP URI, e.g. `amqp://user:pass@host:5672/%2f`.
+    pub uri: String,
+    /// The management HTTP API, for queue statistics (ready and unacknowledged counts).
+    pub management: Option<ManagementConfig>,
+}
+
+impl Default for RabbitMqConfig {
+    fn default() -> Self {
+        Self::new("amqp://guest:guest@localhost:5672")
+    }
+}
+
+impl RabbitMqConfig {
+    /// Settings for `uri`, without the management API.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            management: None,
+        }
+    }
+
+    /// The AMQP URI.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Adds the management API.
+    pub fn with_management(mut self, management: ManagementConfig) -> Self {
+        self.management = Some(management);
+        self
+    }
+
+    /// The management API settings, if any.
+    pub fn management(&self) -> Option<&ManagementConfig> {
+        self.management.as_ref()
+    }
+}
+
+impl fmt::Debug for RabbitMqConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMqConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("management", &self.management)
+            .finish()
+    }
+}
+
+/// The RabbitMQ management HTTP API (plugin `rabbitmq_management`).
+#[derive(Clone)]
+pub struct ManagementConfig {
+    /// Base URL, e.g. `http://127.0.0.1:15672`.
+    pub base_url: String,
+    /// User name.
+    pub username: String,
+    /// Password (redacted in `Debug`).
+    pub password: String,
+    /// The virtual host whose queues are read (default `/`).
+    pub vhost: String,
+    /// Accept any TLS certificate (https URLs only).
+    pub tls_skip_verify: bool,
+    /// A CA certificate to trust (https URLs only).
+    pub tls_ca_cert: Option<PathBuf>,
+}
+
+impl ManagementConfig {
+    /// Settings for `base_url` with basic-auth credentials, vhost `/`.
+    pub fn new(base_url: impl Into<String>, username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            username: username.into(),
+            password: password.into(),
+            vhost: "/".into(),
+            tls_skip_verify: false,
+            tls_ca_cert: None,
+        }
+    }
+
+    /// Sets the virtual host.
+    pub fn with_vhost(mut self, vhost: impl Into<String>) -> Self {
+        self.vhost = vhost.into();
+        self
+    }
+
+    /// Accepts any TLS certificate.
+    pub fn with_tls_skip_verify(mut self) -> Self {
+        self.tls_skip_verify = true;
+        self
+    }
+
+    /// Trusts the CA certificate at `path`.
+    pub fn with_tls_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_cert = Some(path.into());
+        self
+    }
+}
+
+impl fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("vhost", &self.vhost)
+            .field("tls_skip_verify", &self.tls_skip_verify)
+            .field("tls_ca_cert", &self.tls_ca_cert)
+            .finish()
+    }
+}
+
+/// `amqp://user:secret@host/` → `amqp://user:<redacted>@host/`.
+pub(crate) fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
+        return uri.to_string();
+    };
+    let rest = &uri[scheme_end..];
+    let Some(at) = rest.find('@') else {
+        return uri.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:<redacted>{}", &uri[..scheme_end], &rest[..colon], &rest[at..]),
+        None => uri.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_passwords() {
+        let cfg = RabbitMqConfig::new("amqp://app:s3cret@127.0.0.1:5672/%2f").with_management(ManagementConfig::new(
+            "http://127.0.0.1:15672",
+            "admin",
+            "hunter2",
+        ));
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("amqp://app:<redacted>@127.0.0.1:5672/%2f"), "{shown}");
+        assert_eq!(RabbitMqConfig::default().uri(), "amqp://guest:guest@localhost:5672");
+        assert_eq!(redact_uri("amqp://localhost"), "amqp://localhost");
+    }
+}

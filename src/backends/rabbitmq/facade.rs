@@ -1,0 +1,354 @@
+//! The RabbitMQ facade types named as in shove: consumer, declarers, queue statistics, autoscaler. Each
+//! is a thin name over the engine (consumers, groups, autoscaling) or over the client (declaring, depth).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::client::RabbitMqClient;
+use super::config::ManagementConfig;
+use super::management::ManagementClient;
+use super::registry::ConsumerGroupRegistry;
+use super::topology;
+use crate::autoscaler::{
+    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
+};
+use crate::consumer::ConsumerOptions;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::consume::{self, Mode};
+use crate::engine::registry::Registries;
+use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
+use crate::engine::tasks::TaskSet;
+use crate::error::Result;
+use crate::handler::MessageHandler;
+use crate::markers::RabbitMq;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::QueueTopology;
+use crate::transport::Source;
+
+/// Consumes from RabbitMQ without a supervisor.
+#[derive(Clone)]
+pub struct RabbitMqConsumer {
+    client: RabbitMqClient,
+}
+
+impl RabbitMqConsumer {
+    /// A consumer on `client`.
+    pub fn new(client: RabbitMqClient) -> Self {
+        Self { client }
+    }
+
+    pub(crate) fn client(&self) -> &RabbitMqClient {
+        &self.client
+    }
+
+    /// Stops on the options' shutdown token when set, else when the client shuts down.
+    fn control(&self, options: &ConsumerOptions<RabbitMq>) -> RunControl {
+        RunControl {
+            stop: options
+                .shutdown
+                .clone()
+                .unwrap_or_else(|| self.client.shutdown_token().child_token()),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    async fn run_source<T, H>(
+        &self,
+        source: Source,
+        mode: Mode,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<RabbitMq>,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let transport = self.client.transport();
+        let ctl = self.control(&options);
+        let settings = ConsumerSettings::from(&options);
+        let stats = RunStats::default();
+        consume::run::<T, H, _>(&transport, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
+    }
+
+    /// Consumes topic `T` until the client shuts down or the options' shutdown token is cancelled
+    /// (in-flight handlers finish first; unstarted deliveries go back to the queue).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached (after
+    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
+    /// broker refuses the topic's queues.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe for handlers: dropping the future abandons in-flight deliveries, which the broker
+    /// redelivers. Stop through the shutdown token to drain instead.
+    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<RabbitMq>) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Consumes the sequenced topic `T`'s shard queues in per-key order.
+    ///
+    /// # Errors
+    ///
+    /// As [`RabbitMqConsumer::run`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RabbitMqConsumer::run`].
+    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<RabbitMq>) -> Result<()>
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Runs [`RabbitMqConsumer::run_fifo`] until `signal`, then drains within `drain_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
+    pub async fn run_fifo_until_timeout<T, H, S>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<RabbitMq>,
+        signal: S,
+        drain_timeout: Duration,
+    ) -> SupervisorOutcome
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = TaskSet::new(&self.client.shutdown_token());
+        let ctl = tasks.control();
+        let stats = tasks.stats();
+        let settings = ConsumerSettings::from(&options);
+        let transport = self.client.transport();
+        tasks.spawn(async move {
+            let source = Source::Shards(T::topology());
+            consume::run::<T, H, _>(&transport, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
+        });
+        tasks.run_until(signal, drain_timeout).await
+    }
+
+    /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message, until the client
+    /// shuts down.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RabbitMqConsumer::run`].
+    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let options = ConsumerOptions::<RabbitMq>::new();
+        self.run_source::<T, H>(
+            Source::DeadLetters(T::topology()),
+            Mode::DeadLetters,
+            handler,
+            ctx,
+            options,
+        )
+        .await
+    }
+}
+
+/// Declares topologies on one AMQP channel.
+pub struct RabbitMqTopologyDeclarer {
+    channel: lapin::Channel,
+}
+
+impl RabbitMqTopologyDeclarer {
+    /// A declarer on `channel`.
+    pub fn new(channel: lapin::Channel) -> Self {
+        Self { channel }
+    }
+
+    /// Declares the topology's exchanges, queues and bindings (idempotent).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when the broker refuses a declaration (e.g.
+    /// a queue exists with other arguments; the channel is then closed by the broker);
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the channel or connection is down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: declarations are idempotent, so a cancelled call can simply be repeated.
+    pub async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        topology::declare(&self.channel, topology).await
+    }
+}
+
+/// The declarer behind `Broker::topology()`: opens a channel per declaration through the client, so it
+/// survives reconnects.
+pub struct LazyRabbitMqTopologyDeclarer {
+    client: RabbitMqClient,
+}
+
+impl LazyRabbitMqTopologyDeclarer {
+    /// A declarer on `client`.
+    pub(crate) fn new(client: RabbitMqClient) -> Self {
+        Self { client }
+    }
+
+    /// Declares the topology's exchanges, queues and bindings (idempotent).
+    pub(crate) async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.client.declare(topology).await
+    }
+}
+
+/// A queue's counts, as the management API reports them. Fields missing from the answer (a queue whose
+/// statistics have not been collected yet) read as 0.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct QueueStats {
+    /// Messages waiting to be delivered.
+    #[serde(default)]
+    pub messages_ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    #[serde(default)]
+    pub messages_unacknowledged: u64,
+    /// Consumers subscribed to the queue.
+    #[serde(default)]
+    pub consumers: u64,
+}
+
+/// Where [`RabbitMqAutoscalerBackend`] reads queue statistics.
+pub trait QueueStatsProvider: Send + Sync {
+    /// The statistics of `queue`.
+    fn get_queue_stats(&self, queue: &str) -> impl Future<Output = Result<QueueStats>> + Send;
+}
+
+/// Queue statistics over AMQP alone (passive declares), for `Broker::queue_stats_provider` and
+/// `Broker::autoscaler`: no management API needed. AMQP reports no unacknowledged count, so
+/// `messages_unacknowledged` is always 0.
+pub struct RabbitMqStatsBridge {
+    client: RabbitMqClient,
+}
+
+impl RabbitMqStatsBridge {
+    /// A provider for `client`'s queues.
+    pub(crate) fn new(client: RabbitMqClient) -> Self {
+        Self { client }
+    }
+}
+
+impl QueueStatsProvider for RabbitMqStatsBridge {
+    async fn get_queue_stats(&self, queue: &str) -> Result<QueueStats> {
+        let depth = self.client.queue_depth(queue).await?;
+        let consumers = self.client.consumer_count(queue).await?;
+        Ok(QueueStats {
+            messages_ready: depth.ready,
+            messages_unacknowledged: 0,
+            consumers,
+        })
+    }
+}
+
+/// Scales RabbitMQ consumer groups by their queue depth.
+pub struct RabbitMqAutoscalerBackend<S: QueueStatsProvider = ManagementClient> {
+    stats: S,
+    registries: Registries<ConsumerGroupRegistry>,
+}
+
+impl RabbitMqAutoscalerBackend<ManagementClient> {
+    /// Scales the groups of `registry`, reading queue statistics from the management API.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) for an `https://` management URL (this
+    /// build supports http only); [`ShoveError::Validation`](crate::ShoveError::Validation) for a URL that
+    /// is not `http://host[:port][/path]`.
+    pub fn new(mgmt_config: &ManagementConfig, registry: Arc<Mutex<ConsumerGroupRegistry>>) -> Result<Self> {
+        Ok(Self::with_stats_provider(ManagementClient::new(mgmt_config)?, registry))
+    }
+
+    /// An [`Autoscaler`] over `registry` with the threshold strategy stabilized by `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RabbitMqAutoscalerBackend::new`].
+    pub fn autoscaler(
+        mgmt_config: &ManagementConfig,
+        registry: Arc<Mutex<ConsumerGroupRegistry>>,
+        config: AutoscalerConfig,
+    ) -> Result<Autoscaler<Self, Stabilized<ThresholdStrategy>>> {
+        let strategy = Stabilized::new(
+            ThresholdStrategy {
+                scale_up_multiplier: config.scale_up_multiplier,
+                scale_down_multiplier: config.scale_down_multiplier,
+            },
+            config.hysteresis_duration,
+            config.cooldown_duration,
+        );
+        Ok(Autoscaler::new(
+            Self::new(mgmt_config, registry)?,
+            strategy,
+            config.poll_interval,
+        ))
+    }
+}
+
+impl RabbitMqAutoscalerBackend<RabbitMqStatsBridge> {
+    /// Scales every group created through `Broker::consumer_group` on `client`, reading depth over AMQP.
+    pub(crate) fn for_client(client: &RabbitMqClient) -> Self {
+        Self {
+            stats: RabbitMqStatsBridge::new(client.clone()),
+            registries: Registries::Directory(client.directory()),
+        }
+    }
+}
+
+impl<S: QueueStatsProvider> RabbitMqAutoscalerBackend<S> {
+    /// Scales the groups of `registry`, reading queue statistics from `stats_provider`.
+    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<ConsumerGroupRegistry>>) -> Self {
+        Self {
+            stats: stats_provider,
+            registries: Registries::One(registry),
+        }
+    }
+}
+
+impl<S: QueueStatsProvider> AutoscalerBackend for RabbitMqAutoscalerBackend<S> {
+    type GroupId = String;
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(self.registries.names().await)
+    }
+
+    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
+        let view = self.registries.view(group).await?;
+        let stats = self.stats.get_queue_stats(&view.queue).await?;
+        Ok(ScalingMetrics::new(
+            stats.messages_ready,
+            stats.messages_unacknowledged,
+            view.active,
+            view.prefetch,
+        ))
+    }
+
+    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
+        self.registries.scale(group, decision).await
+    }
+}

@@ -1,0 +1,118 @@
+//! The RabbitMQ backend. See [`crate::rabbitmq`] for the public facade and the mapping.
+
+mod client;
+mod config;
+mod facade;
+mod headers;
+mod management;
+mod publisher;
+mod registry;
+mod topology;
+mod transport;
+
+use std::time::Duration;
+
+pub use client::RabbitMqClient;
+pub use config::{ManagementConfig, RabbitMqConfig};
+pub use facade::{
+    LazyRabbitMqTopologyDeclarer, QueueStats, QueueStatsProvider, RabbitMqAutoscalerBackend, RabbitMqConsumer,
+    RabbitMqStatsBridge, RabbitMqTopologyDeclarer,
+};
+pub use headers::MESSAGE_ID_KEY;
+pub use publisher::RabbitMqPublisher;
+pub use registry::{ConsumerGroupRegistry, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig};
+
+use crate::backend::capability::HasCoordinatedGroups;
+use crate::backend::internal::{
+    AutoscalerBackendImpl, ConsumerImpl, PublisherImpl, QueueStatsProviderImpl, TopologyImpl,
+};
+use crate::backend::{Backend, sealed};
+use crate::error::Result;
+use crate::markers::RabbitMq;
+use crate::topology::QueueTopology;
+use crate::transport::{Depth, Envelope};
+
+impl sealed::Sealed for RabbitMq {}
+
+impl Backend for RabbitMq {
+    type Config = RabbitMqConfig;
+    type Client = RabbitMqClient;
+    type PublisherImpl = RabbitMqPublisher;
+    type ConsumerImpl = RabbitMqConsumer;
+    type TopologyImpl = LazyRabbitMqTopologyDeclarer;
+    type AutoscalerImpl = RabbitMqAutoscalerBackend<RabbitMqStatsBridge>;
+    type QueueStatsImpl = RabbitMqStatsBridge;
+
+    async fn connect(config: RabbitMqConfig) -> Result<RabbitMqClient> {
+        RabbitMqClient::connect(&config).await
+    }
+
+    async fn make_publisher(client: &RabbitMqClient) -> Result<RabbitMqPublisher> {
+        RabbitMqPublisher::new(client.clone()).await
+    }
+
+    fn make_consumer(client: &RabbitMqClient) -> RabbitMqConsumer {
+        RabbitMqConsumer::new(client.clone())
+    }
+
+    fn make_declarer(client: &RabbitMqClient) -> LazyRabbitMqTopologyDeclarer {
+        LazyRabbitMqTopologyDeclarer::new(client.clone())
+    }
+
+    fn make_autoscaler(client: &RabbitMqClient) -> RabbitMqAutoscalerBackend<RabbitMqStatsBridge> {
+        RabbitMqAutoscalerBackend::for_client(client)
+    }
+
+    fn make_stats_provider(client: &RabbitMqClient) -> RabbitMqStatsBridge {
+        RabbitMqStatsBridge::new(client.clone())
+    }
+
+    async fn close(client: &RabbitMqClient) {
+        client.shutdown().await;
+    }
+
+    async fn ping(client: &RabbitMqClient, timeout: Duration) -> Result<()> {
+        client.ping(timeout).await
+    }
+}
+
+impl HasCoordinatedGroups for RabbitMq {
+    type ConsumerGroupConfig = RabbitMqConsumerGroupConfig;
+    type RegistryImpl = ConsumerGroupRegistry;
+
+    fn make_registry(client: &RabbitMqClient) -> ConsumerGroupRegistry {
+        ConsumerGroupRegistry::new(client.clone())
+    }
+}
+
+impl PublisherImpl for RabbitMqPublisher {
+    async fn publish_envelopes(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        self.send(topology, messages).await
+    }
+}
+
+impl ConsumerImpl for RabbitMqConsumer {
+    type Transport = transport::RabbitTransport;
+
+    fn transport(&self) -> transport::RabbitTransport {
+        self.client().transport()
+    }
+}
+
+impl TopologyImpl for LazyRabbitMqTopologyDeclarer {
+    async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
+        self.declare(topology).await
+    }
+}
+
+impl<S: QueueStatsProvider> AutoscalerBackendImpl for RabbitMqAutoscalerBackend<S> {}
+
+impl QueueStatsProviderImpl for RabbitMqStatsBridge {
+    async fn queue_depth(&self, queue: &str) -> Result<Depth> {
+        let s = self.get_queue_stats(queue).await?;
+        Ok(Depth {
+            ready: s.messages_ready,
+            in_flight: s.messages_unacknowledged,
+        })
+    }
+}

@@ -1,0 +1,494 @@
+//! RabbitMQ consumer groups: thin names over the engine's groups. The only RabbitMQ-specific step is
+//! declaring the topic's exchanges and queues before a group is built, so a broker-side problem (a queue
+//! declared elsewhere with other arguments, a missing plugin) surfaces at registration, not in a consumer.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::RabbitMqClient;
+use super::transport::RabbitTransport;
+use crate::backend::internal::RegistryImpl;
+use crate::engine::registry::{Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::error::{Result, ShoveError};
+use crate::handler::MessageHandler;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::QueueTopology;
+
+/// Settings of a RabbitMQ consumer group. `Default` is `new(1..=4)`.
+#[derive(Clone, Debug)]
+pub struct RabbitMqConsumerGroupConfig {
+    settings: GroupSettings,
+}
+
+impl Default for RabbitMqConsumerGroupConfig {
+    fn default() -> Self {
+        Self::new(1..=4)
+    }
+}
+
+impl RabbitMqConsumerGroupConfig {
+    /// A group of `range` consumers (min..=max), each with its own channel.
+    ///
+    /// # Panics
+    ///
+    /// When min > max or max is 0.
+    pub fn new(range: RangeInclusive<u16>) -> Self {
+        Self {
+            settings: GroupSettings::new(range),
+        }
+    }
+
+    /// Unacknowledged deliveries each consumer may hold (the channel's `basic.qos`; default 10).
+    pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
+        self.settings.prefetch = prefetch_count;
+        self
+    }
+
+    /// Retries after the first attempt (default 10).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.settings.max_retries = max_retries;
+        self
+    }
+
+    /// Per-call handler timeout (default: the registry's, 30 s unless changed).
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"handler_timeout must be positive"`.
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "handler_timeout must be positive");
+        self.settings.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// See [`RabbitMqConsumerGroupConfig::with_prefetch_count`].
+    pub fn prefetch_count(&self) -> u16 {
+        self.settings.prefetch
+    }
+
+    /// The smallest group size.
+    pub fn min_consumers(&self) -> u16 {
+        self.settings.min
+    }
+
+    /// The largest group size.
+    pub fn max_consumers(&self) -> u16 {
+        self.settings.max
+    }
+
+    /// See [`RabbitMqConsumerGroupConfig::with_max_retries`].
+    pub fn max_retries(&self) -> u32 {
+        self.settings.max_retries
+    }
+
+    /// The timeout set on this config, if any.
+    pub fn handler_timeout(&self) -> Option<Duration> {
+        self.settings.handler_timeout
+    }
+
+    /// When false, each consumer runs one handler at a time whatever the prefetch (default true).
+    pub fn with_concurrent_processing(mut self, concurrent: bool) -> Self {
+        self.settings.concurrent_processing = concurrent;
+        self
+    }
+
+    /// See [`RabbitMqConsumerGroupConfig::with_concurrent_processing`].
+    pub fn concurrent_processing(&self) -> bool {
+        self.settings.concurrent_processing
+    }
+}
+
+/// A group of RabbitMQ consumers of one queue (or of the shard queues of a sequenced topic).
+pub struct RabbitMqConsumerGroup {
+    group: Group,
+    config: RabbitMqConsumerGroupConfig,
+}
+
+impl AsRef<Group> for RabbitMqConsumerGroup {
+    fn as_ref(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl AsMut<Group> for RabbitMqConsumerGroup {
+    fn as_mut(&mut self) -> &mut Group {
+        &mut self.group
+    }
+}
+
+impl From<Group> for RabbitMqConsumerGroup {
+    fn from(group: Group) -> Self {
+        let config = RabbitMqConsumerGroupConfig {
+            settings: group.settings().clone(),
+        };
+        Self { group, config }
+    }
+}
+
+/// Refuses a sequenced topic on the unordered path and an unsequenced one on the ordered path.
+fn check_sequencing(fifo: bool, topology: &QueueTopology) -> Result<()> {
+    if fifo == topology.sequencing().is_some() {
+        return Ok(());
+    }
+    Err(ShoveError::Topology(format!(
+        "topic '{}' is {}sequenced; register it with {}",
+        topology.queue(),
+        if fifo { "not " } else { "" },
+        if fifo { "register" } else { "register_fifo" }
+    )))
+}
+
+impl RabbitMqConsumerGroup {
+    /// Declares topic `T`'s exchanges and queues, then builds a stopped group of `T` named `queue`; call
+    /// [`RabbitMqConsumerGroup::start`]. `name` labels the group in logs.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` is sequenced or the broker refuses
+    /// the topology; [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be
+    /// reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: declaring is idempotent, so a cancelled call can simply be repeated.
+    pub async fn new<T, H>(
+        name: impl Into<String>,
+        queue: impl Into<String>,
+        config: RabbitMqConsumerGroupConfig,
+        client: RabbitMqClient,
+        group_token: CancellationToken,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<Self>
+    where
+        T: Topic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        let name = name.into();
+        let queue = queue.into();
+        let topology = T::topology();
+        check_sequencing(false, topology)?;
+        client.declare(topology).await?;
+        tracing::debug!(group = %name, queue = %queue, "rabbitmq consumer group created");
+        let group = Group::new::<T, H, _>(
+            queue,
+            client.transport(),
+            false,
+            config.settings.clone(),
+            None,
+            group_token,
+            handler_factory,
+            ctx,
+        );
+        Ok(Self { group, config })
+    }
+
+    /// Declares the sequenced topic `T`'s exchanges and shard queues, then builds a stopped per-key
+    /// ordered group named `queue`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when the broker refuses the topology;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: declaring is idempotent, so a cancelled call can simply be repeated.
+    pub async fn new_fifo<T, H>(
+        queue: impl Into<String>,
+        client: RabbitMqClient,
+        config: RabbitMqConsumerGroupConfig,
+        group_token: CancellationToken,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<Self>
+    where
+        T: SequencedTopic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        let topology = T::topology();
+        check_sequencing(true, topology)?;
+        client.declare(topology).await?;
+        let group = Group::new::<T, H, _>(
+            queue.into(),
+            client.transport(),
+            true,
+            config.settings.clone(),
+            None,
+            group_token,
+            handler_factory,
+            ctx,
+        );
+        Ok(Self { group, config })
+    }
+
+    /// Starts `min_consumers` consumers (at least one).
+    pub fn start(&mut self) {
+        self.group.start();
+    }
+
+    /// Adds a consumer; false at `max_consumers`.
+    pub fn scale_up(&mut self) -> bool {
+        self.group.scale_up()
+    }
+
+    /// Stops one idle consumer; false at `min_consumers` or when every consumer is busy.
+    pub fn scale_down(&mut self) -> bool {
+        self.group.scale_down()
+    }
+
+    /// Consumers running.
+    pub fn active_consumers(&self) -> usize {
+        self.group.active_consumers()
+    }
+
+    /// The group's queue.
+    pub fn queue(&self) -> &str {
+        self.group.queue()
+    }
+
+    /// The group's settings.
+    pub fn config(&self) -> &RabbitMqConsumerGroupConfig {
+        &self.config
+    }
+
+    /// Stops every consumer after its in-flight handlers finish; unstarted deliveries go back to the
+    /// queue.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: consumers already told to stop keep draining.
+    pub async fn shutdown(&mut self) {
+        self.group.shutdown().await;
+    }
+}
+
+/// Named RabbitMQ consumer groups on one client.
+pub struct ConsumerGroupRegistry {
+    client: RabbitMqClient,
+    default_handler_timeout: Option<Duration>,
+    groups: HashMap<String, RabbitMqConsumerGroup>,
+}
+
+impl ConsumerGroupRegistry {
+    /// An empty registry on `client`.
+    pub fn new(client: RabbitMqClient) -> Self {
+        Self {
+            client,
+            default_handler_timeout: None,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The handler timeout for groups whose config sets none.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
+    pub fn with_default_handler_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
+        self.default_handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Declares topic `T`'s topology and registers a group for it (not started; see
+    /// [`ConsumerGroupRegistry::start_all`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
+    /// sequenced, or the broker refuses the topology;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: nothing is registered until the declaration has completed.
+    pub async fn register<T, H>(
+        &mut self,
+        config: RabbitMqConsumerGroupConfig,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: Topic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        self.add::<T, H>(false, config, handler_factory, ctx).await
+    }
+
+    /// Declares the sequenced topic `T`'s topology and registers a per-key ordered group for it.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
+    /// not sequenced, or the broker refuses the topology;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: nothing is registered until the declaration has completed.
+    pub async fn register_fifo<T, H>(
+        &mut self,
+        config: RabbitMqConsumerGroupConfig,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: SequencedTopic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        self.add::<T, H>(true, config, handler_factory, ctx).await
+    }
+
+    async fn add<T, H>(
+        &mut self,
+        fifo: bool,
+        config: RabbitMqConsumerGroupConfig,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let topology = T::topology();
+        check_sequencing(fifo, topology)?;
+        // Refuse a duplicate before touching the broker; `GroupSet::insert` checks again below.
+        if self.groups.contains_key(topology.queue()) {
+            return Err(ShoveError::Topology(format!(
+                "a consumer group for queue '{}' is already registered; register each topic once per registry",
+                topology.queue()
+            )));
+        }
+        self.client.declare(topology).await?;
+        let group = Group::new::<T, H, _>(
+            topology.queue().to_string(),
+            self.client.transport(),
+            fifo,
+            config.settings.clone(),
+            self.default_handler_timeout,
+            self.client.shutdown_token().child_token(),
+            handler_factory,
+            ctx,
+        );
+        GroupSet::insert(&mut self.groups, group)
+    }
+
+    /// Starts every group at its minimum size.
+    pub fn start_all(&mut self) {
+        for g in self.groups.values_mut() {
+            g.start();
+        }
+    }
+
+    /// The groups, by queue name.
+    pub fn groups(&self) -> &HashMap<String, RabbitMqConsumerGroup> {
+        &self.groups
+    }
+
+    /// The groups, by queue name, for scaling by hand.
+    pub fn groups_mut(&mut self) -> &mut HashMap<String, RabbitMqConsumerGroup> {
+        &mut self.groups
+    }
+
+    /// The client's shutdown token: cancelled when the connection is shut down, which stops every group.
+    pub fn client_shutdown_token(&self) -> CancellationToken {
+        self.client.shutdown_token()
+    }
+
+    /// Stops every group after in-flight handlers finish.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: consumers already told to stop keep draining.
+    pub async fn shutdown_all(&mut self) {
+        // Tell every group to stop first, so they drain in parallel rather than one after another.
+        for g in self.groups.values() {
+            g.group.stop();
+        }
+        for g in self.groups.values_mut() {
+            g.shutdown().await;
+        }
+    }
+}
+
+#[allow(private_interfaces)]
+impl RegistryImpl for ConsumerGroupRegistry {
+    type GroupConfig = RabbitMqConsumerGroupConfig;
+    type Transport = RabbitTransport;
+
+    fn transport(&self) -> RabbitTransport {
+        self.client.transport()
+    }
+
+    fn group_settings(config: &RabbitMqConsumerGroupConfig) -> GroupSettings {
+        config.settings.clone()
+    }
+
+    fn default_handler_timeout(&self) -> Option<Duration> {
+        self.default_handler_timeout
+    }
+
+    fn set_default_handler_timeout(&mut self, timeout: Duration) {
+        self.default_handler_timeout = Some(timeout);
+    }
+
+    fn broker_token(&self) -> CancellationToken {
+        self.client.shutdown_token()
+    }
+
+    fn engine(&mut self) -> &mut dyn GroupSet {
+        &mut self.groups
+    }
+
+    fn directory(&self) -> Arc<GroupDirectory<Self>> {
+        self.client.directory()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_setters() {
+        let d = RabbitMqConsumerGroupConfig::default();
+        assert_eq!((d.min_consumers(), d.max_consumers()), (1, 4));
+        assert_eq!(d.prefetch_count(), 10);
+        assert_eq!(d.max_retries(), 10);
+        assert_eq!(d.handler_timeout(), None);
+        assert!(d.concurrent_processing());
+
+        let c = RabbitMqConsumerGroupConfig::new(2..=3)
+            .with_prefetch_count(5)
+            .with_max_retries(1)
+            .with_handler_timeout(Duration::from_secs(2))
+            .with_concurrent_processing(false);
+        assert_eq!((c.min_consumers(), c.max_consumers()), (2, 3));
+        assert_eq!(c.prefetch_count(), 5);
+        assert_eq!(c.max_retries(), 1);
+        assert_eq!(c.handler_timeout(), Some(Duration::from_secs(2)));
+        assert!(!c.concurrent_processing());
+        // What the engine sees.
+        let settings = <ConsumerGroupRegistry as RegistryImpl>::group_settings(&c);
+        assert!(!settings.concurrent_processing);
+        assert_eq!((settings.min, settings.max, settings.prefetch), (2, 3, 5));
+    }
+
+    #[test]
+    #[should_panic(expected = "handler_timeout must be positive")]
+    fn zero_handler_timeout_panics() {
+        let _ = RabbitMqConsumerGroupConfig::default().with_handler_timeout(Duration::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "min_consumers must not exceed max_consumers")]
+    fn empty_range_panics() {
+        #[allow(clippy::reversed_empty_ranges)]
+        let _ = RabbitMqConsumerGroupConfig::new(3..=2);
+    }
+}

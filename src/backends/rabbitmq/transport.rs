@@ -1,0 +1,508 @@
+//! The engine's transport on RabbitMQ.
+//!
+//! Settling, per decision:
+//! - `Ack`: `basic.ack`.
+//! - `Requeue` (retry, defer): the updated copy is published to the hold queue (or back to the source
+//!   queue when there is no delay) and confirmed by the broker, then the original is acknowledged. A crash
+//!   between the two leaves a duplicate, never a loss (contract rule 13). With `exactly_once`, publish and
+//!   acknowledgement are one AMQP transaction instead.
+//! - `DeadLetter`: the same, to the DLQ.
+//! - `Release`: `basic.nack` with requeue; with a delay, through a per-queue delay queue.
+
+use std::collections::HashSet;
+#[cfg(feature = "rabbitmq-transactional")]
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::stream::{SelectAll, StreamExt};
+use lapin::Acker;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Consumer};
+
+use super::client::{RabbitMqClient, amqp_error};
+use super::headers;
+use super::topology;
+use crate::error::{Result, ShoveError};
+use crate::topology::{QueueTopology, shard_queue_name};
+use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
+
+/// How long a settle waits for the broker to confirm a copy, unless the consumer sets
+/// `hold_queue_timeout`.
+const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The RabbitMQ transport: a client plus the engine-facing operations.
+#[derive(Clone)]
+pub struct RabbitTransport {
+    client: RabbitMqClient,
+}
+
+impl RabbitTransport {
+    pub(crate) fn new(client: RabbitMqClient) -> Self {
+        Self { client }
+    }
+}
+
+/// Where a message of `topology` is published: the consistent-hash exchange for sequenced topics (routed by
+/// key), the default exchange straight to the queue otherwise.
+pub(crate) fn route(topology: &QueueTopology, env: &Envelope) -> (ShortString, ShortString) {
+    match topology.sequencing() {
+        Some(seq) => (
+            ShortString::from(seq.exchange()),
+            ShortString::from(env.sequence_key.as_deref().unwrap_or("")),
+        ),
+        None => (ShortString::from(""), ShortString::from(topology.queue())),
+    }
+}
+
+/// Publishes `env` to `exchange`/`routing_key` on a confirm channel and waits for the broker's confirm.
+pub(crate) async fn publish_confirmed(
+    channel: &Channel,
+    exchange: ShortString,
+    routing_key: ShortString,
+    env: &Envelope,
+    timeout: Duration,
+) -> Result<()> {
+    let target = format!("{}/{}", exchange.as_str(), routing_key.as_str());
+    let confirm = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &env.payload,
+            headers::properties(env),
+        )
+        .await
+        .map_err(|e| amqp_error("publishing to RabbitMQ failed", e))?;
+    let confirmation = tokio::time::timeout(timeout, confirm)
+        .await
+        .map_err(|_| {
+            ShoveError::Connection(format!(
+                "RabbitMQ did not confirm a publish to {target} within {timeout:?}"
+            ))
+        })?
+        .map_err(|e| amqp_error("publishing to RabbitMQ failed", e))?;
+    if !confirmation.is_ack() {
+        return Err(ShoveError::Connection(format!(
+            "RabbitMQ refused a publish to {target} (nack)"
+        )));
+    }
+    if confirmation.take_message().is_some() {
+        return Err(ShoveError::Topology(format!(
+            "RabbitMQ could not route a message to {target}: the queue does not exist; declare the topic first"
+        )));
+    }
+    Ok(())
+}
+
+impl Transport for RabbitTransport {
+    const NAME: &'static str = "rabbitmq";
+    type Subscription = RabbitSubscription;
+
+    async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.client.declare(topology).await
+    }
+
+    async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        let channel = match self.client.create_confirm_channel().await {
+            Ok(c) => c,
+            Err(e) => return (0, Err(e)),
+        };
+        let mut accepted = 0;
+        for env in &messages {
+            let (exchange, key) = route(topology, env);
+            if let Err(e) = publish_confirmed(&channel, exchange, key, env, DEFAULT_CONFIRM_TIMEOUT).await {
+                return (accepted, Err(e));
+            }
+            accepted += 1;
+        }
+        let _ = channel.close(200, "published".into()).await;
+        (accepted, Ok(()))
+    }
+
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<RabbitSubscription> {
+        let topology = source.topology();
+        self.client.declare(topology).await?;
+        let queues: Vec<String> = match source {
+            Source::Main(t) => vec![t.queue().to_string()],
+            Source::Shards(t) => {
+                let n = t.sequencing().map_or(0, |s| s.routing_shards());
+                (0..n).map(|i| shard_queue_name(t.queue(), i)).collect()
+            }
+            Source::DeadLetters(t) => match t.dlq() {
+                Some(dlq) => vec![dlq.to_string()],
+                None => {
+                    return Err(ShoveError::Topology(format!(
+                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
+                        t.queue()
+                    )));
+                }
+            },
+        };
+        let holds: Vec<Vec<String>> = match source {
+            Source::Shards(t) => (0..queues.len() as u16)
+                .map(|i| {
+                    t.shard_hold_queue_names(i)
+                        .iter()
+                        .map(|h| h.name().to_string())
+                        .collect()
+                })
+                .collect(),
+            Source::Main(t) => vec![t.hold_queues().iter().map(|h| h.name().to_string()).collect()],
+            Source::DeadLetters(_) => vec![Vec::new()],
+        };
+        let sub = RabbitSubscription {
+            client: self.client.clone(),
+            dlq: topology.dlq().map(str::to_string),
+            queues,
+            holds,
+            prefetch: options.prefetch.max(1),
+            confirm_timeout: options.hold_queue_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+            #[cfg(feature = "rabbitmq-transactional")]
+            exactly_once: options.exactly_once,
+            live: tokio::sync::Mutex::new(None),
+            delay_queues: std::sync::Mutex::new(HashSet::new()),
+        };
+        // Open now so that a refusal (missing plugin, wrong queue arguments) surfaces at subscribe time.
+        let live = sub.open().await?;
+        *sub.live.lock().await = Some(live);
+        Ok(sub)
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth> {
+        self.client.queue_depth(queue).await
+    }
+}
+
+/// One channel consuming every queue of a source.
+struct Live {
+    channel: Channel,
+    stream: SelectAll<futures::stream::BoxStream<'static, (u16, lapin::Result<lapin::message::Delivery>)>>,
+    /// Serialises transactions: an AMQP transaction spans the whole channel.
+    #[cfg(feature = "rabbitmq-transactional")]
+    tx: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The settle handle of one delivery.
+pub struct RabbitToken {
+    acker: Acker,
+    /// Which of the subscription's queues the delivery came from.
+    queue: u16,
+    /// The channel it arrived on (copies are published on the same channel, so a transaction can cover
+    /// both the copy and the acknowledgement).
+    channel: Channel,
+    #[cfg(feature = "rabbitmq-transactional")]
+    tx: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A consumer's subscription: one channel, one `basic.consume` per source queue.
+pub struct RabbitSubscription {
+    client: RabbitMqClient,
+    dlq: Option<String>,
+    queues: Vec<String>,
+    /// Hold queue names per source queue, by hold index.
+    holds: Vec<Vec<String>>,
+    prefetch: u16,
+    confirm_timeout: Duration,
+    #[cfg(feature = "rabbitmq-transactional")]
+    exactly_once: bool,
+    /// `None` after the channel failed: the next `receive` opens a new one.
+    live: tokio::sync::Mutex<Option<Live>>,
+    delay_queues: std::sync::Mutex<HashSet<String>>,
+}
+
+impl RabbitSubscription {
+    async fn open(&self) -> Result<Live> {
+        let channel = self.client.create_channel().await?;
+        #[cfg(feature = "rabbitmq-transactional")]
+        let transactional = self.exactly_once;
+        #[cfg(not(feature = "rabbitmq-transactional"))]
+        let transactional = false;
+        if transactional {
+            #[cfg(feature = "rabbitmq-transactional")]
+            channel
+                .tx_select()
+                .await
+                .map_err(|e| amqp_error("cannot enable AMQP transactions", e))?;
+        } else {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| amqp_error("cannot enable publisher confirms", e))?;
+        }
+        // Twice the engine's concurrency: while a round of handlers runs, the next round is already on its
+        // way, so a consumer never idles for a broker round trip between messages. Deliveries the engine
+        // has not started are returned to the queue when the channel closes.
+        channel
+            .basic_qos(self.prefetch.saturating_mul(2), BasicQosOptions::default())
+            .await
+            .map_err(|e| amqp_error("cannot set the prefetch", e))?;
+        let mut stream = SelectAll::new();
+        for (i, queue) in self.queues.iter().enumerate() {
+            let consumer: Consumer = channel
+                .basic_consume(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(format!(
+                        "shove-{}-{}",
+                        std::process::id(),
+                        uuid::Uuid::new_v4().simple()
+                    )),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| amqp_error(&format!("cannot consume from '{queue}'"), e))?;
+            let index = i as u16;
+            stream.push(consumer.map(move |d| (index, d)).boxed());
+        }
+        Ok(Live {
+            channel,
+            stream,
+            #[cfg(feature = "rabbitmq-transactional")]
+            tx: Arc::default(),
+        })
+    }
+
+    fn token(&self, live: &Live, queue: u16, acker: Acker) -> RabbitToken {
+        RabbitToken {
+            acker,
+            queue,
+            channel: live.channel.clone(),
+            #[cfg(feature = "rabbitmq-transactional")]
+            tx: live.tx.clone(),
+        }
+    }
+
+    fn delivery(&self, live: &Live, queue: u16, d: lapin::message::Delivery) -> Delivery<RabbitToken> {
+        let envelope = headers::envelope(&d.properties, d.data);
+        Delivery {
+            envelope,
+            redelivered: d.redelivered,
+            token: self.token(live, queue, d.acker),
+        }
+    }
+
+    /// Where a copy goes after `delay` (a hold queue of the source queue, or a delay queue for delays that
+    /// are not hold stages).
+    async fn delay_target(&self, token: &RabbitToken, hold: Option<usize>, delay: Option<Duration>) -> Result<String> {
+        let source = &self.queues[usize::from(token.queue)];
+        if let Some(name) = hold.and_then(|i| self.holds[usize::from(token.queue)].get(i)) {
+            return Ok(name.clone());
+        }
+        let Some(delay) = delay.filter(|d| !d.is_zero()) else {
+            return Ok(source.clone());
+        };
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let name = format!("{source}-delay-{ms}ms");
+        let known = self
+            .delay_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&name);
+        if !known {
+            // On its own channel: a refusal must not close the consuming one.
+            let channel = self.client.create_channel().await?;
+            channel
+                .queue_declare(
+                    ShortString::from(name.as_str()),
+                    lapin::options::QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    topology::delay_arguments(ms, source),
+                )
+                .await
+                .map_err(|e| amqp_error(&format!("cannot declare delay queue '{name}'"), e))?;
+            let _ = channel.close(200, "declared".into()).await;
+            self.delay_queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone());
+        }
+        Ok(name)
+    }
+
+    /// Stores `copy` in `queue`, then removes the original: confirmed publish then ack, or one transaction.
+    async fn forward(&self, token: RabbitToken, queue: String, copy: &Envelope) -> Result<()> {
+        #[cfg(feature = "rabbitmq-transactional")]
+        if self.exactly_once {
+            let _serial = token.tx.lock().await;
+            let publish = token
+                .channel
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(queue.as_str()),
+                    BasicPublishOptions::default(),
+                    &copy.payload,
+                    headers::properties(copy),
+                )
+                .await
+                .map_err(|e| amqp_error("publishing in a transaction failed", e));
+            let acked = match publish {
+                Ok(_) => token
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| amqp_error("acknowledging in a transaction failed", e)),
+                Err(e) => Err(e),
+            };
+            return match acked {
+                Ok(_) => token
+                    .channel
+                    .tx_commit()
+                    .await
+                    .map_err(|e| amqp_error("committing the transaction failed", e)),
+                Err(e) => {
+                    let _ = token.channel.tx_rollback().await;
+                    Err(e)
+                }
+            };
+        }
+        let published = publish_confirmed(
+            &token.channel,
+            ShortString::from(""),
+            ShortString::from(queue.as_str()),
+            copy,
+            self.confirm_timeout,
+        )
+        .await;
+        match published {
+            Ok(()) => token
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
+            Err(e) => {
+                // The copy is not stored: hand the original back so nothing is lost.
+                let _ = token
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Subscription for RabbitSubscription {
+    type Token = RabbitToken;
+
+    async fn receive(&self, max: usize, out: &mut Vec<Delivery<RabbitToken>>) -> Result<bool> {
+        let shutdown = self.client.shutdown_token();
+        let mut live = self.live.lock().await;
+        if live.is_none() {
+            *live = Some(self.open().await?);
+        }
+        let Some(current) = live.as_mut() else {
+            return Ok(false);
+        };
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            next = current.stream.next() => next,
+        };
+        let failure = match first {
+            Some((queue, Ok(d))) => {
+                let first = self.delivery(current, queue, d);
+                out.push(first);
+                // Take whatever else is already buffered, without waiting.
+                let mut failure = None;
+                while out.len() < max {
+                    match current.stream.next().now_or_never() {
+                        Some(Some((queue, Ok(d)))) => {
+                            let next = self.delivery(current, queue, d);
+                            out.push(next);
+                        }
+                        Some(Some((_, Err(e)))) => {
+                            failure = Some(amqp_error("the RabbitMQ consumer failed", e));
+                            break;
+                        }
+                        Some(None) | None => break,
+                    }
+                }
+                match failure {
+                    // Deliveries already taken are returned; the channel is reopened on the next call.
+                    Some(e) => {
+                        tracing::warn!(error = %e, "RabbitMQ consumer channel failed; reopening");
+                        *live = None;
+                        return Ok(true);
+                    }
+                    None => return Ok(true),
+                }
+            }
+            Some((_, Err(e))) => amqp_error("the RabbitMQ consumer failed", e),
+            None => ShoveError::Connection("RabbitMQ cancelled the consumer (queue deleted or connection lost)".into()),
+        };
+        *live = None;
+        Err(failure)
+    }
+
+    async fn settle(&self, token: RabbitToken, how: Settlement) -> Result<()> {
+        match how {
+            Settlement::Ack => token
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
+            Settlement::Requeue { envelope, hold } => {
+                let target = self
+                    .delay_target(&token, hold.map(|h| h.index), hold.map(|h| h.delay))
+                    .await?;
+                self.forward(token, target, &envelope).await
+            }
+            Settlement::DeadLetter { envelope } => {
+                let Some(dlq) = self.dlq.clone() else {
+                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
+                };
+                self.forward(token, dlq, &envelope).await
+            }
+            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
+                Some(_) => {
+                    let target = self.delay_target(&token, None, delay).await?;
+                    self.forward(token, target, &envelope).await
+                }
+                None => token
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| amqp_error("handing a delivery back failed", e)),
+            },
+        }
+    }
+
+    fn abandon(&self, token: RabbitToken, _envelope: Envelope) {
+        // Hand it back now if a runtime is at hand; otherwise closing the channel does it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = token
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            });
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(live) = self.live.lock().await.take() {
+            // Closing the channel returns every unacknowledged delivery to its queue.
+            let _ = live.channel.close(200, "consumer stopped".into()).await;
+        }
+    }
+}

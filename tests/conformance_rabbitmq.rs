@@ -1,0 +1,362 @@
+//! The conformance suite (`tests/conformance/`) on RabbitMQ, plus tests of the `shove::rabbitmq` facade
+//! types and of the management API client that only this backend has.
+//!
+//! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) with the plugins `rabbitmq_management` (HTTP API on
+//! 127.0.0.1:15672) and `rabbitmq_consistent_hash_exchange`; `scripts/test.sh` starts and configures it.
+//! Every scenario uses its own queue names, so the tests run in parallel against one broker.
+//!
+//! Capabilities: `durable_delays` — retry and defer delays are broker-side TTL hold queues, so a message
+//! waiting out its delay survives the consumer's connection. `restart` is not claimed yet.
+#![cfg(feature = "rabbitmq")]
+
+mod conformance;
+
+use conformance::{Capabilities, GroupSpec, Harness};
+use shove::rabbitmq::{RabbitMqConfig, RabbitMqConsumerGroupConfig};
+use shove::{Broker, ConsumerGroupConfig, RabbitMq};
+
+/// The broker every test connects to.
+const AMQP_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// What to do when the broker is not there.
+const START_HINT: &str = "RabbitMQ must listen on 127.0.0.1:5672 (guest/guest) with the management and \
+                          consistent-hash plugins enabled; run scripts/test.sh, which installs, starts and \
+                          configures it";
+
+/// Drives the suite on `shove::RabbitMq`: a new connection to the local broker per scenario.
+struct RabbitMqHarness;
+
+impl Harness for RabbitMqHarness {
+    type B = RabbitMq;
+
+    fn name() -> &'static str {
+        "rabbitmq"
+    }
+
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            // Hold queues are durable broker-side queues with a message TTL that dead-letter back to the
+            // topic's queue: a delayed message waits in the broker, not in the consumer.
+            durable_delays: true,
+            restart: false,
+        }
+    }
+
+    async fn broker() -> Broker<RabbitMq> {
+        match Broker::<RabbitMq>::new(RabbitMqConfig::new(AMQP_URI)).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
+        }
+    }
+
+    fn group_config(spec: &GroupSpec) -> ConsumerGroupConfig<RabbitMq> {
+        // shove 0.11's RabbitMqConsumerGroupConfig has no message-size or per-key buffer settings; a
+        // scenario that needs them on a group must not pass here unnoticed.
+        assert!(
+            spec.max_message_size.is_none() && spec.max_pending_per_key.is_none(),
+            "RabbitMqConsumerGroupConfig cannot express max_message_size / max_pending_per_key: {spec:?}"
+        );
+        let mut config = RabbitMqConsumerGroupConfig::new(spec.min..=spec.max)
+            .with_prefetch_count(spec.prefetch)
+            .with_max_retries(spec.max_retries);
+        if let Some(timeout) = spec.handler_timeout {
+            config = config.with_handler_timeout(timeout);
+        }
+        ConsumerGroupConfig::new(config)
+    }
+}
+
+conformance::conformance_suite!(RabbitMqHarness);
+
+/// The `shove::rabbitmq` facade types, used directly (not through `Broker<B>`).
+mod facade {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use shove::rabbitmq::{
+        ConsumerGroupRegistry, ManagementConfig, QueueStatsProvider, RabbitMqAutoscalerBackend, RabbitMqClient,
+        RabbitMqConsumer, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig, RabbitMqTopologyDeclarer,
+    };
+    use shove::{
+        AutoscalerBackend, Broker, ConsumerOptions, Outcome, RabbitMq, SequenceFailure, ShoveError, Topic,
+        TopologyBuilder, define_sequenced_topic, define_topic,
+    };
+    use tokio::sync::Mutex;
+    use tokio_util::sync::CancellationToken;
+
+    use super::conformance::{Msg, Probe, WAIT, eventually, ms, unique};
+    use super::{AMQP_URI, START_HINT};
+
+    const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
+
+    async fn client() -> RabbitMqClient {
+        match RabbitMqClient::connect(&super::RabbitMqConfig::new(AMQP_URI)).await {
+            Ok(client) => client,
+            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
+        }
+    }
+
+    /// Fails (never skips) when the management plugin does not listen.
+    async fn require_management() {
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect("127.0.0.1:15672"),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        assert!(
+            reachable,
+            "nothing listens on 127.0.0.1:15672 (RabbitMQ management plugin). {START_HINT}"
+        );
+    }
+
+    async fn publish<T: Topic<Message = Msg>>(client: &RabbitMqClient, n: u32) {
+        let publisher = Broker::<RabbitMq>::from_client(client.clone())
+            .publisher()
+            .await
+            .expect("publisher");
+        for i in 0..n {
+            publisher.publish::<T>(&Msg::new("k", i)).await.expect("publish");
+        }
+    }
+
+    /// The management API reports the ready messages of a registered group's queue, through
+    /// `RabbitMqAutoscalerBackend::new` (the `ManagementClient` stats source).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn management_api_reports_queue_depth() {
+        require_management().await;
+        define_topic!(Managed, Msg, TopologyBuilder::new(unique("mgmt-depth")).dlq().build());
+        let queue = Managed::topology().queue().to_string();
+        let client = client().await;
+        let registry = Arc::new(Mutex::new(ConsumerGroupRegistry::new(client.clone())));
+        let probe = Probe::<Msg>::new();
+        let handler = probe.handler(|_, _| Outcome::Ack);
+        registry
+            .lock()
+            .await
+            .register::<Managed, _>(RabbitMqConsumerGroupConfig::new(1..=2), move || handler.clone(), ())
+            .await
+            .expect("register declares the queue");
+        publish::<Managed>(&client, 3).await;
+
+        let mgmt = ManagementConfig::new(MANAGEMENT_URL, "guest", "guest");
+        let scaler = RabbitMqAutoscalerBackend::new(&mgmt, registry.clone()).expect("an http management URL");
+        assert_eq!(scaler.list_groups().await.expect("list_groups"), vec![queue.clone()]);
+        // The management plugin refreshes its queue statistics every few seconds.
+        eventually(
+            "the management API to report 3 ready messages",
+            Duration::from_secs(20),
+            || async {
+                let metrics = scaler.fetch_metrics(&queue).await.expect("fetch_metrics over HTTP");
+                metrics.messages_ready == 3 && metrics.messages_in_flight == 0 && metrics.active_consumers == 0
+            },
+        )
+        .await;
+
+        // Wrong credentials: a connection error naming the status, never the password.
+        let wrong = ManagementConfig::new(MANAGEMENT_URL, "guest", "not-the-password-123");
+        let scaler = RabbitMqAutoscalerBackend::new(&wrong, registry.clone()).expect("an http management URL");
+        match scaler.fetch_metrics(&queue).await {
+            Err(ShoveError::Connection(msg)) => {
+                assert!(msg.contains("401"), "{msg}");
+                assert!(!msg.contains("not-the-password-123"), "{msg}");
+            }
+            other => panic!("expected a 401 connection error, got {other:?}"),
+        }
+
+        // An https URL is refused up front with the way out.
+        let tls = ManagementConfig::new("https://127.0.0.1:15671", "guest", "guest");
+        match RabbitMqAutoscalerBackend::new(&tls, registry.clone()) {
+            Err(ShoveError::Connection(msg)) => assert!(msg.contains("only http"), "{msg}"),
+            Err(other) => panic!("expected a connection error, got {other:?}"),
+            Ok(_) => panic!("an https management URL must be refused by this build"),
+        }
+        registry.lock().await.shutdown_all().await;
+    }
+
+    /// `Broker::queue_stats_provider` reads depth and consumers over AMQP (no management API).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_bridge_reads_ready_messages_and_consumers() {
+        define_topic!(Counted, Msg, TopologyBuilder::new(unique("bridge")).dlq().build());
+        let queue = Counted::topology().queue();
+        let client = client().await;
+        let declarer = RabbitMqTopologyDeclarer::new(client.create_channel().await.expect("channel"));
+        declarer
+            .declare(Counted::topology())
+            .await
+            .expect("declare on an own channel");
+        declarer
+            .declare(Counted::topology())
+            .await
+            .expect("declaring is idempotent");
+        publish::<Counted>(&client, 2).await;
+        let stats = Broker::<RabbitMq>::from_client(client.clone())
+            .queue_stats_provider()
+            .get_queue_stats(queue)
+            .await
+            .expect("stats over AMQP");
+        assert_eq!(
+            (stats.messages_ready, stats.messages_unacknowledged, stats.consumers),
+            (2, 0, 0)
+        );
+        client.shutdown().await;
+    }
+
+    /// The registry declares on registration and refuses misregistration with topology errors; its
+    /// groups consume once started and stop on `shutdown_all`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registry_registers_starts_and_refuses_misuse() {
+        define_topic!(Plain, Msg, TopologyBuilder::new(unique("reg-plain")).dlq().build());
+        define_sequenced_topic!(
+            Ordered,
+            Msg,
+            Msg::key_of,
+            TopologyBuilder::new(unique("reg-seq"))
+                .sequenced(SequenceFailure::Skip)
+                .routing_shards(2)
+                .hold_queue(ms(100))
+                .dlq()
+                .build()
+        );
+        // A sequenced topic type whose topology is not sequenced.
+        define_sequenced_topic!(
+            Unsequenced,
+            Msg,
+            Msg::key_of,
+            TopologyBuilder::new(unique("reg-unseq")).dlq().build()
+        );
+        let client = client().await;
+        let probe = Probe::<Msg>::new();
+        let handler = probe.handler(|_, _| Outcome::Ack);
+        let factory = move || handler.clone();
+        let mut registry = ConsumerGroupRegistry::new(client.clone()).with_default_handler_timeout(ms(5_000));
+        let config = RabbitMqConsumerGroupConfig::new(1..=2).with_prefetch_count(4);
+
+        let err = registry
+            .register::<Ordered, _>(config.clone(), factory.clone(), ())
+            .await
+            .expect_err("a sequenced topic on register");
+        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
+        let err = registry
+            .register_fifo::<Unsequenced, _>(config.clone(), factory.clone(), ())
+            .await
+            .expect_err("an unsequenced topology on register_fifo");
+        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
+        registry
+            .register::<Plain, _>(config.clone(), factory.clone(), ())
+            .await
+            .expect("register");
+        let err = registry
+            .register::<Plain, _>(config.clone(), factory.clone(), ())
+            .await
+            .expect_err("the same topic twice");
+        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
+        registry
+            .register_fifo::<Ordered, _>(config.clone(), factory.clone(), ())
+            .await
+            .expect("register_fifo");
+
+        assert_eq!(registry.groups().len(), 2);
+        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
+        registry.start_all();
+        let plain = registry
+            .groups()
+            .get(Plain::topology().queue())
+            .expect("the plain group");
+        assert_eq!(plain.active_consumers(), 1);
+        assert_eq!(plain.config().prefetch_count(), 4);
+        assert!(
+            registry
+                .groups_mut()
+                .get_mut(Plain::topology().queue())
+                .expect("group")
+                .scale_up()
+        );
+        assert!(!registry.client_shutdown_token().is_cancelled());
+
+        publish::<Plain>(&client, 2).await;
+        publish::<Ordered>(&client, 2).await;
+        probe
+            .live
+            .wait_for("4 messages over both groups", |s| s.len() >= 4)
+            .await;
+        tokio::time::timeout(WAIT, registry.shutdown_all())
+            .await
+            .expect("shutdown_all drains promptly");
+        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
+        client.shutdown().await;
+        assert!(registry.client_shutdown_token().is_cancelled());
+    }
+
+    /// `RabbitMqConsumerGroup::new` declares first, then its consumers consume until `shutdown`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn standalone_group_declares_then_consumes() {
+        define_topic!(Standalone, Msg, TopologyBuilder::new(unique("group-new")).dlq().build());
+        let client = client().await;
+        let probe = Probe::<Msg>::new();
+        let handler = probe.handler(|_, _| Outcome::Ack);
+        let mut group = RabbitMqConsumerGroup::new::<Standalone, _>(
+            "standalone",
+            Standalone::topology().queue(),
+            RabbitMqConsumerGroupConfig::default(),
+            client.clone(),
+            CancellationToken::new(),
+            move || handler.clone(),
+            (),
+        )
+        .await
+        .expect("the group declares its topic");
+        assert_eq!(group.queue(), Standalone::topology().queue());
+        assert_eq!(group.config().max_consumers(), 4);
+        group.start();
+        assert_eq!(group.active_consumers(), 1);
+        publish::<Standalone>(&client, 3).await;
+        probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
+        tokio::time::timeout(WAIT, group.shutdown())
+            .await
+            .expect("shutdown drains promptly");
+        assert_eq!(group.active_consumers(), 0);
+        client.shutdown().await;
+    }
+
+    /// `RabbitMqConsumer::run` stops on the options' shutdown token; `run_dlq` receives what was rejected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumer_runs_until_its_token_and_reads_the_dlq() {
+        define_topic!(Direct, Msg, TopologyBuilder::new(unique("consumer")).dlq().build());
+        let client = client().await;
+        let consumer = RabbitMqConsumer::new(client.clone());
+        let probe = Probe::<Msg>::new();
+        let stop = CancellationToken::new();
+        let run = {
+            let consumer = consumer.clone();
+            let handler = probe.handler(|m, _| if m.n == 1 { Outcome::Reject } else { Outcome::Ack });
+            let options = ConsumerOptions::<RabbitMq>::new().with_shutdown(stop.clone());
+            tokio::spawn(async move { consumer.run::<Direct, _>(handler, (), options).await })
+        };
+        let dlq = {
+            let consumer = consumer.clone();
+            let handler = probe.dead_handler();
+            tokio::spawn(async move { consumer.run_dlq::<Direct, _>(handler, ()).await })
+        };
+        publish::<Direct>(&client, 3).await;
+        probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
+        probe
+            .dead
+            .wait_for("the rejected message in the DLQ", |d| !d.is_empty())
+            .await;
+        assert_eq!(probe.dead.snapshot()[0].msg, Msg::new("k", 1));
+
+        stop.cancel();
+        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
+        ended.expect("run task").expect("run ends cleanly");
+        assert!(
+            !dlq.is_finished(),
+            "run_dlq follows the client, not the other consumer's token"
+        );
+        client.shutdown().await;
+        let ended = tokio::time::timeout(WAIT, dlq)
+            .await
+            .expect("run_dlq stops when the client shuts down");
+        let _ = ended.expect("run_dlq task");
+    }
+}
