@@ -184,9 +184,9 @@ impl Transport for RabbitTransport {
 struct Live {
     channel: Channel,
     stream: SelectAll<futures::stream::BoxStream<'static, (u16, lapin::Result<lapin::message::Delivery>)>>,
-    /// Serialises transactions: an AMQP transaction spans the whole channel.
+    /// Groups settlements into transactions: an AMQP transaction spans the whole channel.
     #[cfg(feature = "rabbitmq-transactional")]
-    tx: Arc<tokio::sync::Mutex<()>>,
+    tx: Arc<TxBatcher>,
 }
 
 /// The settle handle of one delivery.
@@ -198,7 +198,115 @@ pub struct RabbitToken {
     /// both the copy and the acknowledgement).
     channel: Channel,
     #[cfg(feature = "rabbitmq-transactional")]
-    tx: Arc<tokio::sync::Mutex<()>>,
+    tx: Arc<TxBatcher>,
+}
+
+/// Group commit for exactly-once settling: every settlement waiting when a transaction starts joins it, so
+/// one commit (one broker round trip and disk sync) covers many messages.
+#[cfg(feature = "rabbitmq-transactional")]
+#[derive(Default)]
+struct TxBatcher {
+    waiting: std::sync::Mutex<Vec<TxItem>>,
+    /// Held by whoever is running a transaction.
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[cfg(feature = "rabbitmq-transactional")]
+struct TxItem {
+    /// A copy to publish first (retry, defer, dead letter, delayed hand-back), to this queue.
+    publish: Option<(String, Envelope)>,
+    acker: Acker,
+    /// Acknowledge the original (`false`: hand it back with `basic.nack`, requeue).
+    ack: bool,
+    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+}
+
+#[cfg(feature = "rabbitmq-transactional")]
+impl TxBatcher {
+    /// Publishes `publish` (if any) and settles the original in one transaction, shared with the other
+    /// settlements waiting at the time. On a transactional channel every acknowledgement must go through
+    /// here: one sent while a commit is in progress is a protocol error, and an acknowledgement only takes
+    /// effect when committed.
+    async fn settle(
+        &self,
+        channel: &Channel,
+        publish: Option<(String, Envelope)>,
+        acker: Acker,
+        ack: bool,
+    ) -> Result<()> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(TxItem {
+            publish,
+            acker,
+            ack,
+            done,
+        });
+        let _turn = self.turn.lock().await;
+        // A transaction run while we waited for our turn may have covered us.
+        if let Ok(r) = result.try_recv() {
+            return r.map_err(ShoveError::Connection);
+        }
+        let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let outcome = Self::run(channel, &batch).await;
+        let shared = outcome.as_ref().map(|_| ()).map_err(ToString::to_string);
+        for item in batch {
+            let _ = item.done.send(shared.clone());
+        }
+        match result.try_recv() {
+            Ok(r) => r.map_err(ShoveError::Connection),
+            Err(_) => Err(ShoveError::Connection(
+                "a transaction ended without settling this delivery".into(),
+            )),
+        }
+    }
+
+    async fn run(channel: &Channel, batch: &[TxItem]) -> Result<()> {
+        let mut result = Ok(());
+        for item in batch {
+            let step = async {
+                if let Some((queue, copy)) = &item.publish {
+                    channel
+                        .basic_publish(
+                            ShortString::from(""),
+                            ShortString::from(queue.as_str()),
+                            BasicPublishOptions::default(),
+                            &copy.payload,
+                            headers::properties(copy),
+                        )
+                        .await
+                        .map_err(|e| amqp_error("publishing in a transaction failed", e))?;
+                }
+                let settled = if item.ack {
+                    item.acker.ack(BasicAckOptions::default()).await
+                } else {
+                    item.acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                };
+                settled
+                    .map(|_| ())
+                    .map_err(|e| amqp_error("settling in a transaction failed", e))
+            };
+            if let Err(e) = step.await {
+                result = Err(e);
+                break;
+            }
+        }
+        match result {
+            Ok(()) => channel
+                .tx_commit()
+                .await
+                .map_err(|e| amqp_error("committing the transaction failed", e)),
+            Err(e) => {
+                // Nothing of the batch happened: the originals stay unacknowledged and are redelivered.
+                let _ = channel.tx_rollback().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// A consumer's subscription: one channel, one `basic.consume` per source queue.
@@ -328,42 +436,33 @@ impl RabbitSubscription {
         Ok(name)
     }
 
+    /// Exactly-once settling: the copy (if any) and the settlement of the original commit together.
+    #[cfg(feature = "rabbitmq-transactional")]
+    async fn settle_in_transaction(&self, token: RabbitToken, how: Settlement) -> Result<()> {
+        let (publish, ack) = match how {
+            Settlement::Ack => (None, true),
+            Settlement::Requeue { envelope, hold } => {
+                let target = self
+                    .delay_target(&token, hold.map(|h| h.index), hold.map(|h| h.delay))
+                    .await?;
+                (Some((target, envelope)), true)
+            }
+            Settlement::DeadLetter { envelope } => {
+                let Some(dlq) = self.dlq.clone() else {
+                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
+                };
+                (Some((dlq, envelope)), true)
+            }
+            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
+                Some(_) => (Some((self.delay_target(&token, None, delay).await?, envelope)), true),
+                None => (None, false),
+            },
+        };
+        token.tx.settle(&token.channel, publish, token.acker, ack).await
+    }
+
     /// Stores `copy` in `queue`, then removes the original: confirmed publish then ack, or one transaction.
     async fn forward(&self, token: RabbitToken, queue: String, copy: &Envelope) -> Result<()> {
-        #[cfg(feature = "rabbitmq-transactional")]
-        if self.exactly_once {
-            let _serial = token.tx.lock().await;
-            let publish = token
-                .channel
-                .basic_publish(
-                    ShortString::from(""),
-                    ShortString::from(queue.as_str()),
-                    BasicPublishOptions::default(),
-                    &copy.payload,
-                    headers::properties(copy),
-                )
-                .await
-                .map_err(|e| amqp_error("publishing in a transaction failed", e));
-            let acked = match publish {
-                Ok(_) => token
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(|e| amqp_error("acknowledging in a transaction failed", e)),
-                Err(e) => Err(e),
-            };
-            return match acked {
-                Ok(_) => token
-                    .channel
-                    .tx_commit()
-                    .await
-                    .map_err(|e| amqp_error("committing the transaction failed", e)),
-                Err(e) => {
-                    let _ = token.channel.tx_rollback().await;
-                    Err(e)
-                }
-            };
-        }
         let published = publish_confirmed(
             &token.channel,
             ShortString::from(""),
@@ -447,6 +546,10 @@ impl Subscription for RabbitSubscription {
     }
 
     async fn settle(&self, token: RabbitToken, how: Settlement) -> Result<()> {
+        #[cfg(feature = "rabbitmq-transactional")]
+        if self.exactly_once {
+            return self.settle_in_transaction(token, how).await;
+        }
         match how {
             Settlement::Ack => token
                 .acker
@@ -486,17 +589,25 @@ impl Subscription for RabbitSubscription {
 
     fn abandon(&self, token: RabbitToken, _envelope: Envelope) {
         // Hand it back now if a runtime is at hand; otherwise closing the channel does it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        #[cfg(feature = "rabbitmq-transactional")]
+        if self.exactly_once {
             runtime.spawn(async move {
-                let _ = token
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                let _ = token.tx.settle(&token.channel, None, token.acker, false).await;
             });
+            return;
         }
+        runtime.spawn(async move {
+            let _ = token
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        });
     }
 
     async fn close(&self) {
