@@ -41,6 +41,8 @@ mod transport;
 pub mod inmemory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(feature = "redis-streams")]
+pub mod redis;
 
 pub use audit::{AuditHandler, AuditRecord, Audited};
 #[cfg(feature = "audit")]
@@ -65,6 +67,8 @@ pub use handler::{MessageHandler, MessageHandlerExt};
 pub use markers::InMemory;
 #[cfg(feature = "rabbitmq")]
 pub use markers::RabbitMq;
+#[cfg(feature = "redis-streams")]
+pub use markers::Redis;
 pub use metadata::{DeadMessageMetadata, MessageMetadata};
 pub use outcome::Outcome;
 pub use publisher::Publisher;

@@ -7,3 +7,7 @@ pub struct InMemory;
 /// The RabbitMQ backend (AMQP 0-9-1 through `lapin`).
 #[cfg(feature = "rabbitmq")]
 pub struct RabbitMq;
+
+/// The Redis Streams backend (Redis 7 or Valkey).
+#[cfg(feature = "redis-streams")]
+pub struct Redis;

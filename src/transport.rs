@@ -174,6 +174,9 @@ pub struct SubscribeOptions {
     /// How many deliveries the engine may hold unsettled at once (the broker-side credit, where the
     /// broker has one).
     pub prefetch: u16,
+    /// The consumer's handler timeout (`None`: unbounded): a broker that reclaims deliveries left
+    /// unsettled must wait longer than this before deciding a consumer went away.
+    pub handler_timeout: Option<Duration>,
     /// How long to wait for the broker to confirm the copy that carries a retry, defer or dead-letter
     /// before giving up on it (the original is then handed back). `None`: the backend's default.
     #[cfg(feature = "rabbitmq")]

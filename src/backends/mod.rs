@@ -5,3 +5,6 @@ pub(crate) mod inmemory;
 
 #[cfg(feature = "rabbitmq")]
 pub(crate) mod rabbitmq;
+
+#[cfg(feature = "redis-streams")]
+pub(crate) mod redis;

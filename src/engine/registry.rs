@@ -73,6 +73,7 @@ impl GroupSettings {
     fn consumer_settings(&self, default_timeout: Option<Duration>, processing: Arc<AtomicBool>) -> ConsumerSettings {
         let mut subscribe = self.subscribe.clone();
         subscribe.prefetch = self.prefetch.max(1);
+        subscribe.handler_timeout = self.handler_timeout.or(default_timeout);
         ConsumerSettings {
             subscribe,
             max_retries: self.max_retries,

@@ -41,6 +41,7 @@ impl<B: Backend> From<&ConsumerOptions<B>> for ConsumerSettings {
             processing: o.processing.clone(),
             subscribe: SubscribeOptions {
                 prefetch: o.prefetch_count.max(1),
+                handler_timeout: o.handler_timeout,
                 #[cfg(feature = "rabbitmq")]
                 hold_queue_timeout: o.hold_queue_timeout,
                 #[cfg(feature = "rabbitmq-transactional")]

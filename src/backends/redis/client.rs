@@ -1,0 +1,207 @@
+//! The connection to Redis: a shared, self-reconnecting multiplexed connection for commands, plus one
+//! connection per consumer for its blocking reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{RedisConfig, RedisMode};
+use super::registry::RedisConsumerGroupRegistry;
+use super::transport::{RedisTransport, group_stats, shard_stream_name};
+use crate::engine::registry::GroupDirectory;
+use crate::error::{Result, ShoveError};
+use crate::topology::QueueTopology;
+use crate::transport::Depth;
+
+/// A connection to Redis (or Valkey) shared by publishers, consumers and declarers. Cheap to clone.
+/// Obtain one with `<Redis as Backend>::connect(config)` or through `Broker<Redis>`.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    commands: ConnectionManager,
+    group: String,
+    shutdown: CancellationToken,
+    directory: Arc<GroupDirectory<RedisConsumerGroupRegistry>>,
+    /// Shard counts of the sequenced topics declared through this client, by main queue name.
+    shards: Mutex<HashMap<String, u16>>,
+}
+
+/// Maps a Redis error: I/O and connection trouble is retryable, anything else is not.
+pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> ShoveError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        ShoveError::Connection(format!("{context}: {e}"))
+    } else {
+        ShoveError::Topology(format!("{context}: {e}"))
+    }
+}
+
+impl RedisClient {
+    pub(crate) async fn connect(config: RedisConfig) -> Result<Self> {
+        let url = match &config.mode {
+            RedisMode::Standalone { url } => url.clone(),
+            RedisMode::Cluster { .. } => {
+                return Err(ShoveError::Connection(
+                    "Redis Cluster is not supported by this build; connect to a standalone server \
+                     (RedisMode::Standalone)"
+                        .into(),
+                ));
+            }
+        };
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| ShoveError::Connection(format!("invalid Redis URL '{url}': {e}")))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout()))
+            .set_connection_timeout(Some(config.connection_timeout()));
+        // The first connection is tried once (bounded by the connection timeout) so a wrong URL fails fast;
+        // afterwards the manager reconnects by itself with backoff.
+        let first = ConnectionManager::new_with_config(client.clone(), manager_config.clone().set_number_of_retries(0));
+        let commands = match tokio::time::timeout(config.connection_timeout() + Duration::from_secs(1), first).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(ShoveError::Connection(format!(
+                    "cannot connect to Redis at {url}: {e}; check that the server runs and the URL is right"
+                )));
+            }
+            Err(_) => {
+                return Err(ShoveError::Connection(format!(
+                    "connecting to Redis at {url} timed out after {:?}",
+                    config.connection_timeout()
+                )));
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                manager_config,
+                commands,
+                group: config.resolved_group().to_string(),
+                shutdown: CancellationToken::new(),
+                directory: Arc::default(),
+                shards: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The shared command connection (reconnects by itself).
+    pub(crate) fn commands(&self) -> ConnectionManager {
+        self.inner.commands.clone()
+    }
+
+    /// A connection of its own, for blocking reads that must not hold up other commands.
+    pub(crate) async fn dedicated(&self) -> Result<ConnectionManager> {
+        ConnectionManager::new_with_config(self.inner.client.clone(), self.inner.manager_config.clone())
+            .await
+            .map_err(|e| redis_error("cannot open a Redis connection", e))
+    }
+
+    /// Fails once the client has been shut down.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(ShoveError::Connection(
+                "the Redis client has been shut down; connect a new one".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        &self.inner.group
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub(crate) fn transport(&self) -> RedisTransport {
+        RedisTransport::new(self.clone())
+    }
+
+    pub(crate) fn directory(&self) -> Arc<GroupDirectory<RedisConsumerGroupRegistry>> {
+        self.inner.directory.clone()
+    }
+
+    /// The streams holding `queue`'s messages: its shard streams for a sequenced topic declared through
+    /// this client, the stream of that name otherwise.
+    pub(crate) fn streams_of(&self, queue: &str) -> Vec<String> {
+        match self.inner.shards.lock().unwrap_or_else(|p| p.into_inner()).get(queue) {
+            Some(n) => (0..*n).map(|i| shard_stream_name(queue, i)).collect(),
+            None => vec![queue.to_string()],
+        }
+    }
+
+    /// Creates the streams and consumer groups of `topology` (idempotent).
+    pub(crate) async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.check_open()?;
+        let mut streams = match topology.sequencing() {
+            Some(seq) => {
+                self.inner
+                    .shards
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(topology.queue().to_string(), seq.routing_shards());
+                (0..seq.routing_shards())
+                    .map(|i| shard_stream_name(topology.queue(), i))
+                    .collect()
+            }
+            None => vec![topology.queue().to_string()],
+        };
+        streams.extend(topology.dlq().map(str::to_string));
+        let mut con = self.commands();
+        for stream in streams {
+            // From the first entry: messages published before the group existed are delivered too.
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(self.group())
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut con)
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(redis_error(&format!("cannot create consumer group on '{stream}'"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries not yet delivered to the group (`ready`) and delivered but unacknowledged (`in_flight`).
+    pub(crate) async fn queue_depth(&self, queue: &str) -> Result<Depth> {
+        let mut con = self.commands();
+        let mut depth = Depth::default();
+        for stream in self.streams_of(queue) {
+            let (ready, pending) = group_stats(&mut con, &stream, self.group()).await?;
+            depth.ready += ready;
+            depth.in_flight += pending;
+        }
+        Ok(depth)
+    }
+
+    /// Checks the server answers within `timeout`.
+    pub(crate) async fn ping(&self, timeout: Duration) -> Result<()> {
+        self.check_open()?;
+        let mut con = self.commands();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut con);
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(redis_error("Redis ping failed", e)),
+            Err(_) => Err(ShoveError::Connection(format!(
+                "Redis did not answer within {timeout:?}"
+            ))),
+        }
+    }
+}

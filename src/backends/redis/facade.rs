@@ -1,0 +1,321 @@
+//! The Redis facade types named as in shove: consumer, declarer, queue statistics, autoscaler. Each is a
+//! thin name over the engine (consumers, groups, autoscaling) or over the client (declaring, depth).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::client::RedisClient;
+use super::registry::RedisConsumerGroupRegistry;
+use super::transport;
+use crate::autoscaler::{
+    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
+};
+use crate::consumer::ConsumerOptions;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::consume::{self, Mode};
+use crate::engine::registry::Registries;
+use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
+use crate::engine::tasks::TaskSet;
+use crate::error::Result;
+use crate::handler::MessageHandler;
+use crate::markers::Redis;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::QueueTopology;
+use crate::transport::Source;
+
+/// Consumes from Redis streams without a supervisor: one consumer of the client's stream consumer group.
+#[derive(Clone)]
+pub struct RedisConsumer {
+    client: RedisClient,
+}
+
+impl RedisConsumer {
+    /// A consumer on `client`.
+    pub fn new(client: RedisClient) -> Self {
+        Self { client }
+    }
+
+    pub(crate) fn client(&self) -> &RedisClient {
+        &self.client
+    }
+
+    /// Stops on the options' shutdown token when set, else when the client is closed.
+    fn control(&self, options: &ConsumerOptions<Redis>) -> RunControl {
+        RunControl {
+            stop: options
+                .shutdown
+                .clone()
+                .unwrap_or_else(|| self.client.shutdown_token().child_token()),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    async fn run_source<T, H>(
+        &self,
+        source: Source,
+        mode: Mode,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<Redis>,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let transport = self.client.transport();
+        let ctl = self.control(&options);
+        let settings = ConsumerSettings::from(&options);
+        let stats = RunStats::default();
+        consume::run::<T, H, _>(&transport, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
+    }
+
+    /// Consumes topic `T` until the client is closed or the options' shutdown token is cancelled
+    /// (in-flight handlers finish first; entries read but not started stay pending and are delivered
+    /// again). Creates the topic's stream and consumer group if they do not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached (after
+    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
+    /// server refuses the topic's stream or consumer group.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe for handlers: dropping the future abandons in-flight entries, which stay pending
+    /// and are claimed again later. Stop through the shutdown token to drain instead.
+    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Redis>) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Consumes the sequenced topic `T`'s shard streams in per-key order.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisConsumer::run`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RedisConsumer::run`].
+    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Redis>) -> Result<()>
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Runs [`RedisConsumer::run_fifo`] until `signal` (or until the client is closed), then drains
+    /// within `drain_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
+    pub async fn run_fifo_until_timeout<T, H, S>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<Redis>,
+        signal: S,
+        drain_timeout: Duration,
+    ) -> SupervisorOutcome
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = TaskSet::new(&self.client.shutdown_token());
+        let ctl = tasks.control();
+        let stats = tasks.stats();
+        let settings = ConsumerSettings::from(&options);
+        let transport = self.client.transport();
+        tasks.spawn(async move {
+            let source = Source::Shards(T::topology());
+            consume::run::<T, H, _>(&transport, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
+        });
+        tasks.run_until(signal, drain_timeout).await
+    }
+
+    /// Consumes `T`'s DLQ stream, calling [`MessageHandler::handle_dead`] for each message, until the
+    /// client is closed.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RedisConsumer::run`].
+    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let options = ConsumerOptions::<Redis>::new();
+        self.run_source::<T, H>(
+            Source::DeadLetters(T::topology()),
+            Mode::DeadLetters,
+            handler,
+            ctx,
+            options,
+        )
+        .await
+    }
+}
+
+/// Creates a topology's streams and consumer groups.
+pub struct RedisTopologyDeclarer {
+    client: RedisClient,
+}
+
+impl RedisTopologyDeclarer {
+    /// A declarer on `client`.
+    pub fn new(client: RedisClient) -> Self {
+        Self { client }
+    }
+
+    /// The stream of shard `shard` of a sequenced topic: `"{main_queue}-seq-{shard}"`.
+    pub fn shard_stream_name(main_queue: &str, shard: u16) -> String {
+        transport::shard_stream_name(main_queue, shard)
+    }
+
+    /// The sorted set that holds the messages waiting out the delay of the hold queue `hold_queue_name`.
+    pub fn hold_set_name(hold_queue_name: &str) -> String {
+        transport::hold_set_name(hold_queue_name)
+    }
+
+    /// Creates the topology's streams (main or shards, DLQ) and the client's consumer group on each, if
+    /// they do not exist (idempotent).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when the server refuses a declaration (e.g. a
+    /// key of another type has a stream's name);
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: declarations are idempotent, so a cancelled call can simply be repeated.
+    pub async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.client.declare(topology).await
+    }
+}
+
+/// Ready and in-flight counts of a topic's stream (for a sequenced topic, summed over its shard streams).
+#[derive(Debug, Clone, Default)]
+pub struct RedisQueueStats {
+    /// Entries not yet delivered to the consumer group.
+    pub messages_ready: u64,
+    /// Entries delivered and not yet acknowledged (the group's pending entries).
+    pub messages_in_flight: u64,
+}
+
+/// Where [`RedisAutoscalerBackend`] reads queue depth.
+pub trait RedisQueueStatsProvider: Send + Sync {
+    /// The stats of `queue` (for a sequenced topic, its main queue name covers all shard streams).
+    fn get_queue_stats(&self, queue: &str) -> impl Future<Output = Result<RedisQueueStats>> + Send;
+}
+
+/// Reads a stream's depth from the server: the consumer group's lag and pending count.
+#[derive(Clone)]
+pub struct XlenStatsProvider {
+    client: RedisClient,
+}
+
+impl XlenStatsProvider {
+    /// A provider for `client`'s streams.
+    pub fn new(client: RedisClient) -> Self {
+        Self { client }
+    }
+}
+
+impl RedisQueueStatsProvider for XlenStatsProvider {
+    async fn get_queue_stats(&self, queue: &str) -> Result<RedisQueueStats> {
+        let depth = self.client.queue_depth(queue).await?;
+        Ok(RedisQueueStats {
+            messages_ready: depth.ready,
+            messages_in_flight: depth.in_flight,
+        })
+    }
+}
+
+/// Scales Redis consumer groups by their streams' depth.
+pub struct RedisAutoscalerBackend<S: RedisQueueStatsProvider = XlenStatsProvider> {
+    stats: S,
+    registries: Registries<RedisConsumerGroupRegistry>,
+}
+
+impl RedisAutoscalerBackend<XlenStatsProvider> {
+    /// Scales the groups of `registry`, reading depth through `client`.
+    pub fn new(client: RedisClient, registry: Arc<Mutex<RedisConsumerGroupRegistry>>) -> Self {
+        Self::with_stats_provider(XlenStatsProvider::new(client), registry)
+    }
+
+    /// An [`Autoscaler`] over `registry` with the threshold strategy stabilized by `config`.
+    pub fn autoscaler(
+        client: RedisClient,
+        registry: Arc<Mutex<RedisConsumerGroupRegistry>>,
+        config: AutoscalerConfig,
+    ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
+        let strategy = Stabilized::new(
+            ThresholdStrategy {
+                scale_up_multiplier: config.scale_up_multiplier,
+                scale_down_multiplier: config.scale_down_multiplier,
+            },
+            config.hysteresis_duration,
+            config.cooldown_duration,
+        );
+        Autoscaler::new(Self::new(client, registry), strategy, config.poll_interval)
+    }
+
+    /// Scales every group created through `Broker::consumer_group` on `client`.
+    pub(crate) fn for_client(client: &RedisClient) -> Self {
+        Self {
+            stats: XlenStatsProvider::new(client.clone()),
+            registries: Registries::Directory(client.directory()),
+        }
+    }
+}
+
+impl<S: RedisQueueStatsProvider> RedisAutoscalerBackend<S> {
+    /// Scales the groups of `registry`, reading depth from `stats_provider`.
+    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<RedisConsumerGroupRegistry>>) -> Self {
+        Self {
+            stats: stats_provider,
+            registries: Registries::One(registry),
+        }
+    }
+}
+
+impl<S: RedisQueueStatsProvider> AutoscalerBackend for RedisAutoscalerBackend<S> {
+    type GroupId = String;
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(self.registries.names().await)
+    }
+
+    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
+        let view = self.registries.view(group).await?;
+        let stats = self.stats.get_queue_stats(&view.queue).await?;
+        Ok(ScalingMetrics::new(
+            stats.messages_ready,
+            stats.messages_in_flight,
+            view.active,
+            view.prefetch,
+        ))
+    }
+
+    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
+        self.registries.scale(group, decision).await
+    }
+}

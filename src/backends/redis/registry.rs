@@ -1,0 +1,555 @@
+//! Redis consumer groups: thin names over the engine's groups. Every consumer of a group is a consumer of
+//! the client's stream consumer group, so the streams share the group's entries among them. A registry
+//! declares a topic's streams and consumer groups when a group is registered, so a server-side problem
+//! surfaces at registration; a group built on its own declares lazily, when its consumers subscribe.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::RedisClient;
+use super::transport::RedisTransport;
+use crate::backend::internal::RegistryImpl;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::registry::{Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::error::{Result, ShoveError};
+use crate::handler::MessageHandler;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::QueueTopology;
+
+/// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
+#[derive(Clone, Debug)]
+pub struct RedisConsumerGroupConfig {
+    settings: GroupSettings,
+}
+
+impl Default for RedisConsumerGroupConfig {
+    fn default() -> Self {
+        Self::new(1..=4)
+    }
+}
+
+impl RedisConsumerGroupConfig {
+    /// A group of `range` consumers (min..=max), each a consumer of the stream consumer group.
+    ///
+    /// # Panics
+    ///
+    /// When min > max or max is 0.
+    pub fn new(range: RangeInclusive<u16>) -> Self {
+        Self {
+            settings: GroupSettings::new(range),
+        }
+    }
+
+    /// Entries each consumer reads ahead and may hold unacknowledged (default 10).
+    pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
+        self.settings.prefetch = prefetch_count;
+        self
+    }
+
+    /// Retries after the first attempt (default 10).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.settings.max_retries = max_retries;
+        self
+    }
+
+    /// When false, each consumer runs one handler at a time whatever the prefetch (default true).
+    pub fn with_concurrent_processing(mut self, concurrent: bool) -> Self {
+        self.settings.concurrent_processing = concurrent;
+        self
+    }
+
+    /// Per-call handler timeout (default: the registry's, 30 s unless changed).
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"handler_timeout must be positive"`.
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "handler_timeout must be positive");
+        self.settings.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// Messages buffered per key by a sequenced group (default 1000).
+    pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
+        self.settings.max_pending_per_key = Some(limit);
+        self
+    }
+
+    /// Largest payload accepted, in bytes (default 10 MiB); a larger one is dead-lettered.
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.settings.max_message_size = Some(max);
+        self
+    }
+
+    /// See [`RedisConsumerGroupConfig::with_prefetch_count`].
+    pub fn prefetch_count(&self) -> u16 {
+        self.settings.prefetch
+    }
+
+    /// See [`RedisConsumerGroupConfig::with_max_retries`].
+    pub fn max_retries(&self) -> u32 {
+        self.settings.max_retries
+    }
+
+    /// The smallest group size.
+    pub fn min_consumers(&self) -> u16 {
+        self.settings.min
+    }
+
+    /// The largest group size.
+    pub fn max_consumers(&self) -> u16 {
+        self.settings.max
+    }
+
+    /// See [`RedisConsumerGroupConfig::with_concurrent_processing`].
+    pub fn concurrent_processing(&self) -> bool {
+        self.settings.concurrent_processing
+    }
+
+    /// The timeout set on this config, if any.
+    pub fn handler_timeout(&self) -> Option<Duration> {
+        self.settings.handler_timeout
+    }
+
+    /// See [`RedisConsumerGroupConfig::with_max_pending_per_key`].
+    pub fn max_pending_per_key(&self) -> Option<usize> {
+        self.settings.max_pending_per_key
+    }
+
+    /// See [`RedisConsumerGroupConfig::with_max_message_size`].
+    pub fn max_message_size(&self) -> Option<usize> {
+        self.settings.max_message_size
+    }
+}
+
+/// A group of Redis consumers of one topic's stream (or of the shard streams of a sequenced topic).
+pub struct RedisConsumerGroup {
+    group: Group,
+    config: RedisConsumerGroupConfig,
+}
+
+impl AsRef<Group> for RedisConsumerGroup {
+    fn as_ref(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl AsMut<Group> for RedisConsumerGroup {
+    fn as_mut(&mut self) -> &mut Group {
+        &mut self.group
+    }
+}
+
+impl From<Group> for RedisConsumerGroup {
+    fn from(group: Group) -> Self {
+        let config = RedisConsumerGroupConfig {
+            settings: group.settings().clone(),
+        };
+        Self { group, config }
+    }
+}
+
+/// Refuses a sequenced topic on the unordered path and an unsequenced one on the ordered path.
+fn check_sequencing(fifo: bool, topology: &QueueTopology) -> Result<()> {
+    if fifo == topology.sequencing().is_some() {
+        return Ok(());
+    }
+    Err(ShoveError::Topology(format!(
+        "topic '{}' is {}sequenced; register it with {}",
+        topology.queue(),
+        if fifo { "not " } else { "" },
+        if fifo { "register" } else { "register_fifo" }
+    )))
+}
+
+impl RedisConsumerGroup {
+    /// A stopped group of topic `T` named `queue`; call [`RedisConsumerGroup::start`]. The topic's
+    /// stream and consumer group are created when the first consumer subscribes.
+    pub fn new<T, H>(
+        queue: impl Into<String>,
+        client: RedisClient,
+        config: RedisConsumerGroupConfig,
+        group_token: CancellationToken,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Self
+    where
+        T: Topic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        let group = Group::new::<T, H, _>(
+            queue.into(),
+            client.transport(),
+            false,
+            config.settings.clone(),
+            None,
+            group_token,
+            handler_factory,
+            ctx,
+        );
+        Self { group, config }
+    }
+
+    /// A stopped per-key ordered group of the sequenced topic `T`, consuming its shard streams.
+    pub fn new_fifo<T, H>(
+        queue: impl Into<String>,
+        client: RedisClient,
+        config: RedisConsumerGroupConfig,
+        group_token: CancellationToken,
+        handler_factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Self
+    where
+        T: SequencedTopic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        let group = Group::new::<T, H, _>(
+            queue.into(),
+            client.transport(),
+            true,
+            config.settings.clone(),
+            None,
+            group_token,
+            handler_factory,
+            ctx,
+        );
+        Self { group, config }
+    }
+
+    /// Starts `min_consumers` consumers (at least one).
+    pub fn start(&mut self) {
+        self.group.start();
+    }
+
+    /// Adds a consumer; false at `max_consumers`.
+    pub fn scale_up(&mut self) -> bool {
+        self.group.scale_up()
+    }
+
+    /// Stops one idle consumer; false at `min_consumers` or when every consumer is busy.
+    pub fn scale_down(&mut self) -> bool {
+        self.group.scale_down()
+    }
+
+    /// Consumers running.
+    pub fn active_consumers(&self) -> usize {
+        self.group.active_consumers()
+    }
+
+    /// The group's queue (the topic's main stream).
+    pub fn queue(&self) -> &str {
+        self.group.queue()
+    }
+
+    /// The group's settings.
+    pub fn config(&self) -> &RedisConsumerGroupConfig {
+        &self.config
+    }
+
+    /// Stops every consumer after its in-flight handlers finish; entries read but not started stay
+    /// pending in the stream's consumer group and are delivered again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: consumers already told to stop keep draining.
+    pub async fn shutdown(&mut self) {
+        self.group.shutdown().await;
+    }
+}
+
+/// Named Redis consumer groups on one client.
+pub struct RedisConsumerGroupRegistry {
+    client: RedisClient,
+    default_handler_timeout: Option<Duration>,
+    groups: HashMap<String, RedisConsumerGroup>,
+}
+
+impl RedisConsumerGroupRegistry {
+    /// An empty registry on `client`.
+    pub fn new(client: RedisClient) -> Self {
+        Self {
+            client,
+            default_handler_timeout: None,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The handler timeout for groups whose config sets none.
+    ///
+    /// # Panics
+    ///
+    /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
+    pub fn with_default_handler_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
+        self.default_handler_timeout = Some(timeout);
+        self
+    }
+
+    /// The client's shutdown token: cancelled when the client is closed, which stops every group.
+    pub fn broker_shutdown_token(&self) -> CancellationToken {
+        self.client.shutdown_token()
+    }
+
+    /// Declares topic `T`'s streams and consumer groups and registers a group for it (not started; see
+    /// [`RedisConsumerGroupRegistry::start_all`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
+    /// sequenced, or the server refuses the declaration;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: nothing is registered until the declaration has completed, and declaring is
+    /// idempotent.
+    pub async fn register<T, H>(
+        &mut self,
+        config: RedisConsumerGroupConfig,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: Topic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        self.add::<T, H>(false, config, factory, ctx).await
+    }
+
+    /// Declares the sequenced topic `T`'s shard streams and registers a per-key ordered group for it.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
+    /// not sequenced, or the server refuses the declaration;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: nothing is registered until the declaration has completed.
+    pub async fn register_fifo<T, H>(
+        &mut self,
+        config: RedisConsumerGroupConfig,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: SequencedTopic + 'static,
+        H: MessageHandler<T> + 'static,
+    {
+        self.add::<T, H>(true, config, factory, ctx).await
+    }
+
+    async fn add<T, H>(
+        &mut self,
+        fifo: bool,
+        config: RedisConsumerGroupConfig,
+        factory: impl Fn() -> H + Send + Sync + 'static,
+        ctx: H::Context,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let topology = T::topology();
+        check_sequencing(fifo, topology)?;
+        // Refuse a duplicate before touching the server; `GroupSet::insert` checks again below.
+        if self.groups.contains_key(topology.queue()) {
+            return Err(ShoveError::Topology(format!(
+                "a consumer group for queue '{}' is already registered; register each topic once per registry",
+                topology.queue()
+            )));
+        }
+        self.client.declare(topology).await?;
+        let group = Group::new::<T, H, _>(
+            topology.queue().to_string(),
+            self.client.transport(),
+            fifo,
+            config.settings.clone(),
+            self.default_handler_timeout,
+            self.client.shutdown_token().child_token(),
+            factory,
+            ctx,
+        );
+        GroupSet::insert(&mut self.groups, group)
+    }
+
+    /// Starts every group at its minimum size.
+    pub fn start_all(&mut self) {
+        for g in self.groups.values_mut() {
+            g.start();
+        }
+    }
+
+    /// The groups, by queue name.
+    pub fn groups(&self) -> &HashMap<String, RedisConsumerGroup> {
+        &self.groups
+    }
+
+    /// The groups, by queue name, for scaling by hand.
+    pub fn groups_mut(&mut self) -> &mut HashMap<String, RedisConsumerGroup> {
+        &mut self.groups
+    }
+
+    /// Stops every group after in-flight handlers finish.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: consumers already told to stop keep draining.
+    pub async fn shutdown_all(&mut self) {
+        // Tell every group to stop first, so they drain in parallel rather than one after another.
+        for g in self.groups.values() {
+            g.group.stop();
+        }
+        for g in self.groups.values_mut() {
+            g.shutdown().await;
+        }
+    }
+
+    /// Starts every group at its minimum size, waits for `signal` (or for the client to be closed), then
+    /// stops every group and lets in-flight handlers finish within `drain_timeout` in all. Handlers still
+    /// running at the deadline are abandoned; their entries stay pending and are delivered again.
+    ///
+    /// The outcome counts consumers that ended with an error and handler calls that panicked, and says
+    /// whether the deadline was hit (see [`SupervisorOutcome::exit_code`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves consumers running until the runtime stops.
+    pub async fn run_until_timeout<S>(mut self, signal: S, drain_timeout: Duration) -> SupervisorOutcome
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let stats: Vec<_> = self
+            .groups
+            .values_mut()
+            .map(|g| {
+                g.start();
+                g.group.stats()
+            })
+            .collect();
+        let broker = self.client.shutdown_token();
+        tokio::select! {
+            _ = signal => {}
+            _ = broker.cancelled() => {}
+        }
+
+        // Every consumer stops taking messages first; then each group gets what is left of the deadline.
+        for g in self.groups.values() {
+            g.group.stop();
+        }
+        let deadline = Instant::now() + drain_timeout;
+        let mut timed_out = false;
+        for g in self.groups.values_mut() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            timed_out |= g.group.drain(Some(left)).await;
+        }
+        let (errors, panics) = stats.iter().fold((0, 0), |(e, p), s| {
+            (
+                e + s.errors.load(Ordering::Relaxed),
+                p + s.panics.load(Ordering::Relaxed),
+            )
+        });
+        SupervisorOutcome {
+            errors,
+            panics,
+            timed_out,
+        }
+    }
+}
+
+#[allow(private_interfaces)]
+impl RegistryImpl for RedisConsumerGroupRegistry {
+    type GroupConfig = RedisConsumerGroupConfig;
+    type Transport = RedisTransport;
+
+    fn transport(&self) -> RedisTransport {
+        self.client.transport()
+    }
+
+    fn group_settings(config: &RedisConsumerGroupConfig) -> GroupSettings {
+        config.settings.clone()
+    }
+
+    fn default_handler_timeout(&self) -> Option<Duration> {
+        self.default_handler_timeout
+    }
+
+    fn set_default_handler_timeout(&mut self, timeout: Duration) {
+        self.default_handler_timeout = Some(timeout);
+    }
+
+    fn broker_token(&self) -> CancellationToken {
+        self.client.shutdown_token()
+    }
+
+    fn engine(&mut self) -> &mut dyn GroupSet {
+        &mut self.groups
+    }
+
+    fn directory(&self) -> Arc<GroupDirectory<Self>> {
+        self.client.directory()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_setters() {
+        let d = RedisConsumerGroupConfig::default();
+        assert_eq!((d.min_consumers(), d.max_consumers()), (1, 4));
+        assert_eq!(d.prefetch_count(), 10);
+        assert_eq!(d.max_retries(), 10);
+        assert_eq!(d.handler_timeout(), None);
+        assert!(d.concurrent_processing());
+        assert_eq!(d.max_pending_per_key(), Some(1000));
+        assert_eq!(d.max_message_size(), Some(10 * 1024 * 1024));
+
+        let c = RedisConsumerGroupConfig::new(2..=3)
+            .with_prefetch_count(5)
+            .with_max_retries(1)
+            .with_handler_timeout(Duration::from_secs(2))
+            .with_concurrent_processing(false)
+            .with_max_pending_per_key(7)
+            .with_max_message_size(512);
+        assert_eq!((c.min_consumers(), c.max_consumers()), (2, 3));
+        assert_eq!(c.prefetch_count(), 5);
+        assert_eq!(c.max_retries(), 1);
+        assert_eq!(c.handler_timeout(), Some(Duration::from_secs(2)));
+        assert!(!c.concurrent_processing());
+        assert_eq!(c.max_pending_per_key(), Some(7));
+        assert_eq!(c.max_message_size(), Some(512));
+        // What the engine sees.
+        let settings = <RedisConsumerGroupRegistry as RegistryImpl>::group_settings(&c);
+        assert!(!settings.concurrent_processing);
+        assert_eq!((settings.min, settings.max, settings.prefetch), (2, 3, 5));
+        assert_eq!(
+            (settings.max_pending_per_key, settings.max_message_size),
+            (Some(7), Some(512))
+        );
+        // A clone is independent and prints.
+        assert!(format!("{:?}", c.clone()).contains("prefetch: 5"));
+    }
+
+    #[test]
+    #[should_panic(expected = "handler_timeout must be positive")]
+    fn zero_handler_timeout_panics() {
+        let _ = RedisConsumerGroupConfig::default().with_handler_timeout(Duration::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "min_consumers must not exceed max_consumers")]
+    fn empty_range_panics() {
+        #[allow(clippy::reversed_empty_ranges)]
+        let _ = RedisConsumerGroupConfig::new(3..=2);
+    }
+}

@@ -1,0 +1,841 @@
+//! The engine's transport on Redis Streams.
+//!
+//! - A topic is a stream (a sequenced topic: one stream per shard) read through a consumer group.
+//! - Ack: `XACK` + `XDEL` in one script, so fully settled entries do not accumulate.
+//! - Retry / defer / delayed hand-back: one script acknowledges the entry and stores the updated copy in a
+//!   due set (a sorted set scored by due time, one hash per attempt); consumers move due entries back to
+//!   their stream with another script. Both steps are atomic: a consumer can die anywhere without loss or
+//!   duplicate.
+//! - Dead letter / immediate redelivery: one script acknowledges and appends the copy to the target stream.
+//! - Crash recovery: entries left pending by a consumer that went away are claimed (`XAUTOCLAIM`) once idle
+//!   for twice the handler timeout, and count as a retry.
+//! - Sequenced shards: each is read by one consumer at a time, which holds a renewed lock on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{RedisClient, redis_error};
+use super::config::BLOCK_TIME;
+use super::scripts;
+use crate::engine::envelope::new_message_id;
+use crate::engine::router::reasons;
+use crate::error::{Result, ShoveError};
+use crate::topology::QueueTopology;
+use crate::transport::{
+    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
+};
+
+const PAYLOAD: &str = "payload";
+const MESSAGE_ID: &str = "x-message-id";
+const RETRY_COUNT: &str = "x-retry-count";
+const SEQUENCE_KEY: &str = "x-sequence-key";
+const DEATH_REASON: &str = "x-death-reason";
+const DEATH_COUNT: &str = "x-death-count";
+const ORIGINAL_QUEUE: &str = "x-original-queue";
+/// User headers are stored as fields with this prefix, so they can never collide with shove's.
+const USER_PREFIX: &str = "h:";
+
+/// The idle time given to a handed-back entry: longer than any reclaim threshold (ten years).
+const HANDED_BACK_IDLE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+/// How often a consumer moves due retries back to its streams, at most.
+const MOVER_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a shard lock lives without renewal.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How often locks are renewed and idle entries reclaimed.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+/// `"{main}-seq-{shard}"`: the stream of one shard of a sequenced topic.
+pub(crate) fn shard_stream_name(main: &str, shard: u16) -> String {
+    crate::topology::shard_queue_name(main, shard)
+}
+
+/// The due set of a hold queue: retries waiting out that hold queue's delay.
+pub(crate) fn hold_set_name(hold_queue_name: &str) -> String {
+    format!("{hold_queue_name}:due")
+}
+
+/// The due set of a stream's delayed hand-backs.
+fn release_set_name(stream: &str) -> String {
+    format!("{stream}-delay:due")
+}
+
+/// Where the entries of a due set are kept, one hash per attempt under this prefix.
+fn entry_prefix(due_set: &str) -> String {
+    format!("{due_set}:e:")
+}
+
+/// The fields that carry `env` in a stream entry.
+fn fields(env: &Envelope) -> Vec<(String, Vec<u8>)> {
+    let mut f = Vec::with_capacity(4 + env.headers.len());
+    f.push((PAYLOAD.to_string(), env.payload.clone()));
+    f.push((MESSAGE_ID.to_string(), env.message_id.to_text().into_bytes()));
+    f.push((RETRY_COUNT.to_string(), env.retry_count.to_string().into_bytes()));
+    if let Some(key) = &env.sequence_key {
+        f.push((SEQUENCE_KEY.to_string(), key.as_bytes().to_vec()));
+    }
+    if let Some(d) = &env.death {
+        f.push((DEATH_REASON.to_string(), d.reason.as_bytes().to_vec()));
+        f.push((DEATH_COUNT.to_string(), d.count.to_string().into_bytes()));
+        f.push((ORIGINAL_QUEUE.to_string(), d.original_queue.as_bytes().to_vec()));
+    }
+    for (k, v) in env.headers.iter() {
+        f.push((format!("{USER_PREFIX}{k}"), v.as_bytes().to_vec()));
+    }
+    f
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(map: &HashMap<String, Value>, key: &str) -> Option<String> {
+    map.get(key)
+        .and_then(bytes)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn reason(text: &str) -> &'static str {
+    [
+        reasons::REJECTED,
+        reasons::MAX_RETRIES_EXCEEDED,
+        reasons::OVERSIZE,
+        reasons::DESERIALIZE,
+        reasons::SEQUENCE_POISONED,
+    ]
+    .into_iter()
+    .find(|r| *r == text)
+    .unwrap_or("unknown")
+}
+
+/// Rebuilds the envelope of a stream entry.
+fn envelope(entry: &StreamId) -> Envelope {
+    let map = &entry.map;
+    let number = |k: &str| text(map, k).and_then(|s| s.parse::<u32>().ok());
+    let headers = map
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(USER_PREFIX)?;
+            Some((name.to_string(), String::from_utf8_lossy(bytes(v)?).into_owned()))
+        })
+        .collect();
+    Envelope {
+        payload: map.get(PAYLOAD).and_then(bytes).map(<[u8]>::to_vec).unwrap_or_default(),
+        message_id: text(map, MESSAGE_ID)
+            .map(|s| MessageId::parse(&s))
+            .unwrap_or_else(new_message_id),
+        retry_count: number(RETRY_COUNT).unwrap_or(0),
+        sequence_key: text(map, SEQUENCE_KEY).map(Arc::from),
+        headers: Arc::new(headers),
+        death: text(map, DEATH_REASON).map(|r| {
+            Box::new(Death {
+                reason: reason(&r),
+                original_queue: Arc::from(text(map, ORIGINAL_QUEUE).unwrap_or_default()),
+                count: number(DEATH_COUNT).unwrap_or(1),
+            })
+        }),
+    }
+}
+
+/// `XADD` of `env` to `stream`, as a pipeline step.
+pub(crate) fn xadd(pipe: &mut redis::Pipeline, stream: &str, env: &Envelope) {
+    let cmd = pipe.cmd("XADD").arg(stream).arg("*");
+    for (k, v) in fields(env) {
+        cmd.arg(k).arg(v);
+    }
+}
+
+/// Entries not yet delivered to `group` and entries delivered but not acknowledged, for one stream.
+pub(crate) async fn group_stats(con: &mut ConnectionManager, stream: &str, group: &str) -> Result<(u64, u64)> {
+    let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(con)
+        .await
+        .map_err(|e| {
+            redis_error(
+                &format!("cannot read the groups of stream '{stream}'; declare its topic first"),
+                e,
+            )
+        })?;
+    let Some(info) = groups
+        .iter()
+        .find(|g| g.get("name").and_then(bytes) == Some(group.as_bytes()))
+    else {
+        return Err(ShoveError::Topology(format!(
+            "stream '{stream}' has no consumer group '{group}'; declare its topic first"
+        )));
+    };
+    let int = |k: &str| match info.get(k) {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    let pending = int("pending").unwrap_or(0);
+    let ready = match int("lag") {
+        Some(lag) => lag,
+        // The server cannot tell (entries were deleted): count what is left in the stream.
+        None => {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(stream)
+                .query_async(con)
+                .await
+                .map_err(|e| redis_error("XLEN failed", e))?;
+            len.saturating_sub(pending)
+        }
+    };
+    Ok((ready, pending))
+}
+
+/// The Redis transport.
+#[derive(Clone)]
+pub struct RedisTransport {
+    client: RedisClient,
+}
+
+impl RedisTransport {
+    pub(crate) fn new(client: RedisClient) -> Self {
+        Self { client }
+    }
+}
+
+/// The stream a message of `topology` goes to: the topic's stream, or its key's shard.
+pub(crate) fn stream_for(topology: &QueueTopology, env: &Envelope) -> String {
+    match topology.sequencing() {
+        Some(seq) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            env.sequence_key.as_deref().unwrap_or("").hash(&mut h);
+            shard_stream_name(topology.queue(), (h.finish() % u64::from(seq.routing_shards())) as u16)
+        }
+        None => topology.queue().to_string(),
+    }
+}
+
+impl Transport for RedisTransport {
+    const NAME: &'static str = "redis";
+    type Subscription = RedisSubscription;
+
+    async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.client.declare(topology).await
+    }
+
+    async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        if let Err(e) = self.client.check_open() {
+            return (0, Err(e));
+        }
+        let mut pipe = redis::pipe();
+        for env in &messages {
+            xadd(&mut pipe, &stream_for(topology, env), env);
+        }
+        let mut con = self.client.commands();
+        match pipe.query_async::<Vec<Value>>(&mut con).await {
+            Ok(_) => (messages.len() as u64, Ok(())),
+            Err(e) => (0, Err(redis_error("publishing to Redis failed", e))),
+        }
+    }
+
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<RedisSubscription> {
+        RedisSubscription::open(self.client.clone(), source, options).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth> {
+        self.client.queue_depth(queue).await
+    }
+}
+
+/// The settle handle of one entry.
+pub struct RedisToken {
+    stream: u16,
+    id: String,
+}
+
+/// One stream a subscription reads, with where its delayed entries wait.
+struct StreamPlan {
+    name: String,
+    /// Due sets of its hold queues, by hold index.
+    holds: Vec<String>,
+    release: String,
+}
+
+/// A consumer: a reader task feeding deliveries through a bounded channel (so `receive` is cancel-safe
+/// and nothing is read that the engine cannot take), a mover task bringing due retries back.
+pub struct RedisSubscription {
+    client: RedisClient,
+    streams: Arc<Vec<StreamPlan>>,
+    dlq: Option<String>,
+    sharded: bool,
+    deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<RedisToken>>>>,
+    stop: CancellationToken,
+    reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl RedisSubscription {
+    async fn open(client: RedisClient, source: Source, options: &SubscribeOptions) -> Result<Self> {
+        let topology = source.topology();
+        client.declare(topology).await?;
+        let plan = |name: String, holds: Vec<String>| StreamPlan {
+            release: release_set_name(&name),
+            name,
+            holds: holds.iter().map(|h| hold_set_name(h)).collect(),
+        };
+        let (streams, sharded): (Vec<StreamPlan>, bool) = match source {
+            Source::Main(t) => (
+                vec![plan(
+                    t.queue().to_string(),
+                    t.hold_queues().iter().map(|h| h.name().to_string()).collect(),
+                )],
+                false,
+            ),
+            Source::Shards(t) => {
+                let n = t.sequencing().map_or(0, |s| s.routing_shards());
+                let shards = (0..n)
+                    .map(|i| {
+                        plan(
+                            shard_stream_name(t.queue(), i),
+                            t.shard_hold_queue_names(i)
+                                .iter()
+                                .map(|h| h.name().to_string())
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                (shards, true)
+            }
+            Source::DeadLetters(t) => match t.dlq() {
+                Some(d) => (vec![plan(d.to_string(), Vec::new())], false),
+                None => {
+                    return Err(ShoveError::Topology(format!(
+                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
+                        t.queue()
+                    )));
+                }
+            },
+        };
+        let streams = Arc::new(streams);
+        let stop = client.shutdown_token().child_token();
+        let prefetch = usize::from(options.prefetch.max(1));
+        let (tx, rx) = mpsc::channel(prefetch);
+        let consumer = format!(
+            "{}-{}-{}",
+            client.group(),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let min_idle = options
+            .handler_timeout
+            .map_or(Duration::from_secs(60), |t| (t * 2).max(Duration::from_secs(2)));
+        let reader = Reader {
+            client: client.clone(),
+            con: client.dedicated().await?,
+            streams: streams.clone(),
+            sharded,
+            consumer,
+            min_idle,
+            tx,
+            stop: stop.clone(),
+        };
+        let reader = tokio::spawn(reader.run());
+        tokio::spawn(move_due(client.clone(), streams.clone(), stop.clone()));
+        Ok(Self {
+            client,
+            streams,
+            dlq: topology.dlq().map(str::to_string),
+            sharded,
+            deliveries: tokio::sync::Mutex::new(rx),
+            stop,
+            reader: tokio::sync::Mutex::new(Some(reader)),
+        })
+    }
+
+    fn stream(&self, token: &RedisToken) -> &StreamPlan {
+        &self.streams[usize::from(token.stream)]
+    }
+
+    async fn run_script(&self, script: &redis::Script, keys: &[&str], args: Vec<Vec<u8>>) -> Result<()> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(a);
+        }
+        let mut con = self.client.commands();
+        invocation
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map(|_| ())
+            .map_err(|e| redis_error("settling an entry failed", e))
+    }
+
+    /// Acknowledges the entry and appends `copy` to `stream`, atomically.
+    async fn move_to(&self, token: &RedisToken, stream: &str, copy: &Envelope) -> Result<()> {
+        let mut args = vec![self.client.group().as_bytes().to_vec(), token.id.as_bytes().to_vec()];
+        for (k, v) in fields(copy) {
+            args.push(k.into_bytes());
+            args.push(v);
+        }
+        self.run_script(&scripts::MOVE_TO_STREAM, &[&self.stream(token).name, stream], args)
+            .await
+    }
+
+    /// Acknowledges the entry and schedules `copy` in `due_set` after `delay`, atomically.
+    async fn schedule(&self, token: &RedisToken, due_set: &str, delay: Duration, copy: &Envelope) -> Result<()> {
+        let due = chrono::Utc::now().timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        // Unique per attempt: the same message may wait in several sets over its life.
+        let attempt = format!(
+            "{}:{}:{}",
+            copy.message_id.to_text(),
+            copy.retry_count,
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut args = vec![
+            self.client.group().as_bytes().to_vec(),
+            token.id.as_bytes().to_vec(),
+            attempt.into_bytes(),
+            due.to_string().into_bytes(),
+        ];
+        for (k, v) in fields(copy) {
+            args.push(k.into_bytes());
+            args.push(v);
+        }
+        let prefix = entry_prefix(due_set);
+        self.run_script(&scripts::SCHEDULE, &[&self.stream(token).name, due_set, &prefix], args)
+            .await
+    }
+}
+
+impl Subscription for RedisSubscription {
+    type Token = RedisToken;
+
+    async fn receive(&self, max: usize, out: &mut Vec<Delivery<RedisToken>>) -> Result<bool> {
+        let mut rx = self.deliveries.lock().await;
+        let first = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(false),
+            d = rx.recv() => d,
+        };
+        match first {
+            None => Ok(false),
+            Some(Err(e)) => Err(e),
+            Some(Ok(d)) => {
+                out.push(d);
+                while out.len() < max {
+                    match rx.try_recv() {
+                        Ok(Ok(d)) => out.push(d),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "Redis reader reported an error after a delivery");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn settle(&self, token: RedisToken, how: Settlement) -> Result<()> {
+        match how {
+            Settlement::Ack => {
+                let args = vec![self.client.group().as_bytes().to_vec(), token.id.as_bytes().to_vec()];
+                self.run_script(&scripts::ACK, &[&self.stream(&token).name], args).await
+            }
+            Settlement::Requeue { envelope, hold } => match hold {
+                Some(h) => {
+                    let set = self
+                        .stream(&token)
+                        .holds
+                        .get(h.index)
+                        .cloned()
+                        .unwrap_or_else(|| self.stream(&token).release.clone());
+                    self.schedule(&token, &set, h.delay, &envelope).await
+                }
+                None => {
+                    let stream = self.stream(&token).name.clone();
+                    self.move_to(&token, &stream, &envelope).await
+                }
+            },
+            Settlement::DeadLetter { envelope } => {
+                let Some(dlq) = self.dlq.clone() else {
+                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
+                };
+                self.move_to(&token, &dlq, &envelope).await
+            }
+            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
+                Some(d) => {
+                    let set = self.stream(&token).release.clone();
+                    self.schedule(&token, &set, d, &envelope).await
+                }
+                None if self.sharded => hand_back_in_place(&self.client, &self.stream(&token).name, &token.id).await,
+                None => {
+                    let stream = self.stream(&token).name.clone();
+                    self.move_to(&token, &stream, &envelope).await
+                }
+            },
+        }
+    }
+
+    fn abandon(&self, token: RedisToken, _envelope: Envelope) {
+        // The entry stays pending: make it claimable at once instead of after the idle time.
+        let client = self.client.clone();
+        let stream = self.stream(&token).name.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = hand_back_in_place(&client, &stream, &token.id).await;
+            });
+        }
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        // Deliveries read but never handed to the engine go back, including what the reader still had.
+        let mut rx = self.deliveries.lock().await;
+        rx.close();
+        while let Some(d) = rx.recv().await {
+            if let Ok(d) = d {
+                let stream = self.streams[usize::from(d.token.stream)].name.clone();
+                let _ = hand_back_in_place(&self.client, &stream, &d.token.id).await;
+            }
+        }
+        if let Some(reader) = self.reader.lock().await.take() {
+            let _ = reader.await;
+        }
+    }
+}
+
+impl Drop for RedisSubscription {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Marks a pending entry as long idle, so the next reclaim pass of any consumer of the stream takes it,
+/// in stream order (a hand-back that keeps its place, for sequenced shards).
+async fn hand_back_in_place(client: &RedisClient, stream: &str, id: &str) -> Result<()> {
+    let mut con = client.commands();
+    redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(client.group())
+        .arg(format!("{}-handback", client.group()))
+        .arg(0)
+        .arg(id)
+        .arg("IDLE")
+        .arg(HANDED_BACK_IDLE_MS)
+        .arg("JUSTID")
+        .query_async::<Value>(&mut con)
+        .await
+        .map(|_| ())
+        .map_err(|e| redis_error("handing an entry back failed", e))
+}
+
+/// Reads entries for one subscription.
+struct Reader {
+    client: RedisClient,
+    con: ConnectionManager,
+    streams: Arc<Vec<StreamPlan>>,
+    sharded: bool,
+    consumer: String,
+    min_idle: Duration,
+    tx: mpsc::Sender<Result<Delivery<RedisToken>>>,
+    stop: CancellationToken,
+}
+
+impl Reader {
+    fn lock_key(stream: &str) -> String {
+        format!("{stream}:owner")
+    }
+
+    async fn run(mut self) {
+        let mut owned = vec![!self.sharded; self.streams.len()];
+        let mut last_housekeeping: Option<tokio::time::Instant> = None;
+        let mut failures = 0u32;
+        loop {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let step: Result<()> = async {
+                if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
+                    last_housekeeping = Some(tokio::time::Instant::now());
+                    if self.sharded {
+                        self.claim_shards(&mut owned).await?;
+                    }
+                    self.reclaim(&owned).await?;
+                }
+                self.read(&owned).await
+            }
+            .await;
+            match step {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "Redis consumer read failed; retrying");
+                    if failures == 5 && self.tx.send(Err(e)).await.is_err() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))) => {}
+                    }
+                }
+            }
+        }
+        if self.sharded {
+            for (i, s) in self.streams.iter().enumerate() {
+                if owned[i] {
+                    let _ = scripts::RELEASE
+                        .key(Self::lock_key(&s.name))
+                        .arg(&self.consumer)
+                        .invoke_async::<i64>(&mut self.con)
+                        .await;
+                }
+            }
+        }
+        self.forget_consumer().await;
+    }
+
+    /// Takes free shards and keeps the ones held.
+    async fn claim_shards(&mut self, owned: &mut [bool]) -> Result<()> {
+        for (i, s) in self.streams.iter().enumerate() {
+            let got: i64 = scripts::CLAIM
+                .key(Self::lock_key(&s.name))
+                .arg(&self.consumer)
+                .arg(LOCK_TTL.as_millis() as u64)
+                .invoke_async(&mut self.con)
+                .await
+                .map_err(|e| redis_error("claiming a shard failed", e))?;
+            owned[i] = got == 1;
+        }
+        Ok(())
+    }
+
+    /// Claims entries left pending by consumers that went away (or handed back in place).
+    async fn reclaim(&mut self, owned: &[bool]) -> Result<()> {
+        for (i, s) in self.streams.iter().enumerate() {
+            if !owned[i] {
+                continue;
+            }
+            let free = self.tx.capacity();
+            if free == 0 {
+                return Ok(());
+            }
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&s.name)
+                .arg(self.client.group())
+                .arg(&self.consumer)
+                .arg(self.min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(free)
+                .query_async(&mut self.con)
+                .await
+                .map_err(|e| redis_error("reclaiming idle entries failed", e))?;
+            for entry in reply.claimed {
+                let mut envelope = envelope(&entry);
+                // Its consumer went away mid-handling: that attempt counts against the retry budget.
+                envelope.retry_count = envelope.retry_count.saturating_add(1);
+                let d = Delivery {
+                    envelope,
+                    redelivered: true,
+                    token: RedisToken {
+                        stream: i as u16,
+                        id: entry.id,
+                    },
+                };
+                if let Err(unsent) = self.tx.send(Ok(d)).await {
+                    self.give_back(unsent.0).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry read after the consumer stopped: hand it back in place for the next consumer.
+    async fn give_back(&self, d: Result<Delivery<RedisToken>>) {
+        if let Ok(d) = d {
+            let stream = &self.streams[usize::from(d.token.stream)].name;
+            let _ = hand_back_in_place(&self.client, stream, &d.token.id).await;
+        }
+    }
+
+    /// One blocking read of new entries, for as many as the engine can take.
+    async fn read(&mut self, owned: &[bool]) -> Result<()> {
+        let names: Vec<(usize, &str)> = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| owned[*i])
+            .map(|(i, s)| (i, s.name.as_str()))
+            .collect();
+        if names.is_empty() {
+            // A standby: wait for a shard to come free.
+            tokio::select! {
+                _ = self.stop.cancelled() => {}
+                _ = tokio::time::sleep(HOUSEKEEPING) => {}
+            }
+            return Ok(());
+        }
+        // Wait for room first: what is read is pending on this consumer until the engine settles it.
+        let permit = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(()),
+            p = self.tx.reserve() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+        };
+        let count = self.tx.capacity() + 1;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(self.client.group())
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(BLOCK_TIME.as_millis() as u64)
+            .arg("STREAMS");
+        for (_, n) in &names {
+            cmd.arg(*n);
+        }
+        for _ in &names {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = cmd
+            .query_async(&mut self.con)
+            .await
+            .map_err(|e| redis_error("reading from Redis failed", e))?;
+        let mut permit = Some(permit);
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(&(index, _)) = names.iter().find(|(_, n)| *n == key.key) else {
+                continue;
+            };
+            for entry in key.ids {
+                let d = Delivery {
+                    envelope: envelope(&entry),
+                    redelivered: false,
+                    token: RedisToken {
+                        stream: index as u16,
+                        id: entry.id,
+                    },
+                };
+                match permit.take() {
+                    Some(_) if self.tx.is_closed() => self.give_back(Ok(d)).await,
+                    Some(p) => p.send(Ok(d)),
+                    None => {
+                        if let Err(unsent) = self.tx.send(Ok(d)).await {
+                            self.give_back(unsent.0).await;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this consumer's name from the groups, unless entries are still pending on it (they would
+    /// be lost from the group's bookkeeping).
+    async fn forget_consumer(&mut self) {
+        for s in self.streams.iter() {
+            let pending: redis::RedisResult<Vec<Value>> = redis::cmd("XPENDING")
+                .arg(&s.name)
+                .arg(self.client.group())
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(&self.consumer)
+                .query_async(&mut self.con)
+                .await;
+            if matches!(pending, Ok(ref p) if p.is_empty()) {
+                let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&s.name)
+                    .arg(self.client.group())
+                    .arg(&self.consumer)
+                    .query_async(&mut self.con)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Moves due retries and hand-backs back to their streams until `stop`.
+async fn move_due(client: RedisClient, streams: Arc<Vec<StreamPlan>>, stop: CancellationToken) {
+    const BATCH: usize = 500;
+    let mut con = client.commands();
+    loop {
+        let mut busy = false;
+        for s in streams.iter() {
+            for set in s.holds.iter().chain(std::iter::once(&s.release)) {
+                let now = chrono::Utc::now().timestamp_millis();
+                let moved: redis::RedisResult<i64> = scripts::MOVE_DUE
+                    .key(set)
+                    .key(&s.name)
+                    .key(entry_prefix(set))
+                    .arg(now)
+                    .arg(BATCH)
+                    .invoke_async(&mut con)
+                    .await;
+                match moved {
+                    Ok(n) => busy |= n as usize == BATCH,
+                    Err(e) => tracing::debug!(error = %e, "moving due retries failed; will try again"),
+                }
+            }
+        }
+        if !busy {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(MOVER_INTERVAL) => {}
+            }
+        } else if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Claims idle pending entries of `streams` for `group` every `interval`, for deployments that want a
+/// standalone reaper besides the consumers' own reclaim passes. Claimed entries are handed back in place
+/// (made claimable by the next reader immediately).
+pub fn spawn_reaper(
+    client: RedisClient,
+    streams: Vec<String>,
+    group: String,
+    interval: Duration,
+    min_idle_ms: u64,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let reaper = format!("shove-reaper-{group}");
+        let mut con = client.commands();
+        loop {
+            for stream in &streams {
+                let reply: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                    .arg(stream)
+                    .arg(&group)
+                    .arg(&reaper)
+                    .arg(min_idle_ms)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("JUSTID")
+                    .query_async(&mut con)
+                    .await;
+                if let Ok(reply) = reply {
+                    for entry in reply.claimed {
+                        let _ = hand_back_in_place(&client, stream, &entry.id).await;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
+}
