@@ -253,6 +253,100 @@ impl Transport for RedisTransport {
     }
 }
 
+/// One settlement, as a server-side script call.
+struct Op {
+    script: &'static str,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+}
+
+/// Sends settlements in batches: every settlement waiting when a round trip starts joins it, and the
+/// acknowledgements of one stream become a single script call. One server round trip and one script run
+/// then cover many messages, instead of one each.
+#[derive(Default)]
+struct Batcher {
+    waiting: std::sync::Mutex<Vec<Op>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Batcher {
+    async fn run(
+        &self,
+        client: &RedisClient,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(Op {
+            script,
+            keys,
+            args,
+            done,
+        });
+        let _turn = self.turn.lock().await;
+        if let Ok(r) = result.try_recv() {
+            return r.map_err(ShoveError::Connection);
+        }
+        let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut pipe = redis::pipe();
+        // Acknowledgements, grouped by stream, go in one call per stream; the rest one call each.
+        let mut acks: Vec<(String, Vec<Vec<u8>>, Vec<usize>)> = Vec::new();
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        for (i, op) in batch.iter().enumerate() {
+            if op.script == scripts::ACK_SRC {
+                match acks.iter_mut().find(|(stream, _, _)| *stream == op.keys[0]) {
+                    Some((_, ids, members)) => {
+                        ids.push(op.args[1].clone());
+                        members.push(i);
+                    }
+                    None => acks.push((
+                        op.keys[0].clone(),
+                        vec![op.args[0].clone(), op.args[1].clone()],
+                        vec![i],
+                    )),
+                }
+            } else {
+                let cmd = pipe.cmd("EVAL").arg(op.script).arg(op.keys.len());
+                for k in &op.keys {
+                    cmd.arg(k);
+                }
+                for a in &op.args {
+                    cmd.arg(a);
+                }
+                calls.push(vec![i]);
+            }
+        }
+        for (stream, args, members) in acks {
+            let cmd = pipe.cmd("EVAL").arg(scripts::ACK_MANY_SRC).arg(1).arg(stream);
+            for a in args {
+                cmd.arg(a);
+            }
+            calls.push(members);
+        }
+        let mut con = client.commands();
+        let outcome = pipe
+            .query_async::<Vec<Value>>(&mut con)
+            .await
+            .map_err(|e| redis_error("settling entries failed", e).to_string());
+        let mut ops: Vec<Option<Op>> = batch.into_iter().map(Some).collect();
+        for members in calls {
+            for i in members {
+                if let Some(op) = ops[i].take() {
+                    let _ = op.done.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+                }
+            }
+        }
+        match result.try_recv() {
+            Ok(r) => r.map_err(ShoveError::Connection),
+            Err(_) => Err(ShoveError::Connection(
+                "a settle batch ended without this delivery".into(),
+            )),
+        }
+    }
+}
+
 /// The settle handle of one entry.
 pub struct RedisToken {
     stream: u16,
@@ -277,6 +371,7 @@ pub struct RedisSubscription {
     deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<RedisToken>>>>,
     stop: CancellationToken,
     reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    batcher: Batcher,
 }
 
 impl RedisSubscription {
@@ -354,6 +449,7 @@ impl RedisSubscription {
             deliveries: tokio::sync::Mutex::new(rx),
             stop,
             reader: tokio::sync::Mutex::new(Some(reader)),
+            batcher: Batcher::default(),
         })
     }
 
@@ -361,20 +457,9 @@ impl RedisSubscription {
         &self.streams[usize::from(token.stream)]
     }
 
-    async fn run_script(&self, script: &redis::Script, keys: &[&str], args: Vec<Vec<u8>>) -> Result<()> {
-        let mut invocation = script.prepare_invoke();
-        for k in keys {
-            invocation.key(*k);
-        }
-        for a in args {
-            invocation.arg(a);
-        }
-        let mut con = self.client.commands();
-        invocation
-            .invoke_async::<i64>(&mut con)
-            .await
-            .map(|_| ())
-            .map_err(|e| redis_error("settling an entry failed", e))
+    async fn run_script(&self, script: &'static str, keys: &[&str], args: Vec<Vec<u8>>) -> Result<()> {
+        let keys = keys.iter().map(|k| (*k).to_string()).collect();
+        self.batcher.run(&self.client, script, keys, args).await
     }
 
     /// Acknowledges the entry and appends `copy` to `stream`, atomically.
@@ -384,7 +469,7 @@ impl RedisSubscription {
             args.push(k.into_bytes());
             args.push(v);
         }
-        self.run_script(&scripts::MOVE_TO_STREAM, &[&self.stream(token).name, stream], args)
+        self.run_script(scripts::MOVE_TO_STREAM_SRC, &[&self.stream(token).name, stream], args)
             .await
     }
 
@@ -409,8 +494,12 @@ impl RedisSubscription {
             args.push(v);
         }
         let prefix = entry_prefix(due_set);
-        self.run_script(&scripts::SCHEDULE, &[&self.stream(token).name, due_set, &prefix], args)
-            .await
+        self.run_script(
+            scripts::SCHEDULE_SRC,
+            &[&self.stream(token).name, due_set, &prefix],
+            args,
+        )
+        .await
     }
 }
 
@@ -447,7 +536,8 @@ impl Subscription for RedisSubscription {
         match how {
             Settlement::Ack => {
                 let args = vec![self.client.group().as_bytes().to_vec(), token.id.as_bytes().to_vec()];
-                self.run_script(&scripts::ACK, &[&self.stream(&token).name], args).await
+                self.run_script(scripts::ACK_SRC, &[&self.stream(&token).name], args)
+                    .await
             }
             Settlement::Requeue { envelope, hold } => match hold {
                 Some(h) => {
@@ -691,7 +781,10 @@ impl Reader {
                 Err(_) => return Ok(()),
             },
         };
-        let count = self.tx.capacity() + 1;
+        // A full batch even when little room is free yet: reading one entry per round trip would cap
+        // throughput at the round-trip rate. What does not fit waits in `send` (still bounded: at most one
+        // batch beyond the channel).
+        let count = self.tx.max_capacity();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(self.client.group())
