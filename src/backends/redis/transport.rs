@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -99,12 +98,6 @@ fn bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
-fn text(map: &HashMap<String, Value>, key: &str) -> Option<String> {
-    map.get(key)
-        .and_then(bytes)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-}
-
 fn reason(text: &str) -> &'static str {
     [
         reasons::REJECTED,
@@ -118,32 +111,109 @@ fn reason(text: &str) -> &'static str {
     .unwrap_or("unknown")
 }
 
-/// Rebuilds the envelope of a stream entry.
-fn envelope(entry: &StreamId) -> Envelope {
-    let map = &entry.map;
-    let number = |k: &str| text(map, k).and_then(|s| s.parse::<u32>().ok());
-    let headers = map
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = k.strip_prefix(USER_PREFIX)?;
-            Some((name.to_string(), String::from_utf8_lossy(bytes(v)?).into_owned()))
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+fn utf8(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Rebuilds the envelope of a stream entry from its field/value list, taking the values over (the payload
+/// is moved, not copied).
+fn envelope(fields: Vec<Value>) -> Envelope {
+    let mut env = Envelope {
+        payload: Vec::new(),
+        message_id: MessageId::Text(Arc::from("")),
+        retry_count: 0,
+        sequence_key: None,
+        headers: Arc::default(),
+        death: None,
+    };
+    let mut id = None;
+    let mut headers = HashMap::new();
+    let (mut death_reason, mut death_count, mut original_queue) = (None, None, None);
+    let mut it = fields.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let (Some(k), Some(v)) = (into_bytes(k), into_bytes(v)) else {
+            continue;
+        };
+        match k.as_slice() {
+            b"payload" => env.payload = v,
+            b"x-message-id" => id = Some(MessageId::parse(&utf8(v))),
+            b"x-retry-count" => env.retry_count = utf8(v).parse().unwrap_or(0),
+            b"x-sequence-key" => env.sequence_key = Some(Arc::from(utf8(v))),
+            b"x-death-reason" => death_reason = Some(utf8(v)),
+            b"x-death-count" => death_count = utf8(v).parse().ok(),
+            b"x-original-queue" => original_queue = Some(utf8(v)),
+            other => {
+                if let Some(name) = other.strip_prefix(USER_PREFIX.as_bytes()) {
+                    headers.insert(utf8(name.to_vec()), utf8(v));
+                }
+            }
+        }
+    }
+    env.message_id = id.unwrap_or_else(new_message_id);
+    if !headers.is_empty() {
+        env.headers = Arc::new(headers);
+    }
+    env.death = death_reason.map(|r| {
+        Box::new(Death {
+            reason: reason(&r),
+            original_queue: Arc::from(original_queue.unwrap_or_default()),
+            count: death_count.unwrap_or(1),
         })
-        .collect();
-    Envelope {
-        payload: map.get(PAYLOAD).and_then(bytes).map(<[u8]>::to_vec).unwrap_or_default(),
-        message_id: text(map, MESSAGE_ID)
-            .map(|s| MessageId::parse(&s))
-            .unwrap_or_else(new_message_id),
-        retry_count: number(RETRY_COUNT).unwrap_or(0),
-        sequence_key: text(map, SEQUENCE_KEY).map(Arc::from),
-        headers: Arc::new(headers),
-        death: text(map, DEATH_REASON).map(|r| {
-            Box::new(Death {
-                reason: reason(&r),
-                original_queue: Arc::from(text(map, ORIGINAL_QUEUE).unwrap_or_default()),
-                count: number(DEATH_COUNT).unwrap_or(1),
-            })
-        }),
+    });
+    env
+}
+
+/// The entries of a reply list `[[id, [field, value, …]], …]` (deleted entries, nil, are skipped).
+fn entries(list: Value) -> Vec<(String, Envelope)> {
+    let Value::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else { return None };
+            let mut pair = pair.into_iter();
+            let id = utf8(into_bytes(pair.next()?)?);
+            let Value::Array(fields) = pair.next()? else {
+                return None;
+            };
+            Some((id, envelope(fields)))
+        })
+        .collect()
+}
+
+/// An `XREADGROUP` reply: `[[stream, entries], …]`, or nil when the block timed out.
+fn read_reply(reply: Value) -> Vec<(String, Vec<(String, Envelope)>)> {
+    let streams = match reply {
+        Value::Array(s) => s,
+        // RESP3 servers answer with a map.
+        Value::Map(m) => m.into_iter().map(|(k, v)| Value::Array(vec![k, v])).collect(),
+        _ => return Vec::new(),
+    };
+    streams
+        .into_iter()
+        .filter_map(|s| {
+            let Value::Array(pair) = s else { return None };
+            let mut pair = pair.into_iter();
+            let name = utf8(into_bytes(pair.next()?)?);
+            Some((name, entries(pair.next()?)))
+        })
+        .collect()
+}
+
+/// The claimed entries of an `XAUTOCLAIM` reply `[next, entries, deleted]`.
+fn autoclaim_reply(reply: Value) -> Vec<(String, Envelope)> {
+    match reply {
+        Value::Array(parts) => parts.into_iter().nth(1).map(entries).unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -261,13 +331,13 @@ struct Op {
     done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
 }
 
-/// Sends settlements in batches: every settlement waiting when a round trip starts joins it, and the
-/// acknowledgements of one stream become a single script call. One server round trip and one script run
-/// then cover many messages, instead of one each.
+/// Sends settlements in batches: whoever finds no batch under way sends everything waiting (and keeps
+/// going while more arrives); everyone else just waits for their result. The acknowledgements of one stream
+/// become a single script call, so one round trip and one script run cover many messages.
 #[derive(Default)]
 struct Batcher {
     waiting: std::sync::Mutex<Vec<Op>>,
-    turn: tokio::sync::Mutex<()>,
+    sending: std::sync::atomic::AtomicBool,
 }
 
 impl Batcher {
@@ -278,34 +348,50 @@ impl Batcher {
         keys: Vec<String>,
         args: Vec<Vec<u8>>,
     ) -> Result<()> {
-        let (done, mut result) = tokio::sync::oneshot::channel();
+        use std::sync::atomic::Ordering;
+        let (done, result) = tokio::sync::oneshot::channel();
         self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(Op {
             script,
             keys,
             args,
             done,
         });
-        let _turn = self.turn.lock().await;
-        if let Ok(r) = result.try_recv() {
-            return r.map_err(ShoveError::Connection);
+        // Become the sender unless one is at work; a sender that stops re-checks for late arrivals, so no
+        // settlement is left waiting without a sender.
+        while self
+            .sending
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            loop {
+                let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+                if batch.is_empty() {
+                    break;
+                }
+                Self::send(client, batch).await;
+            }
+            self.sending.store(false, Ordering::Release);
+            if self.waiting.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                break;
+            }
         }
-        let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        match result.await {
+            Ok(r) => r.map_err(ShoveError::Connection),
+            Err(_) => Err(ShoveError::Connection(
+                "a settle batch ended without this delivery".into(),
+            )),
+        }
+    }
+
+    async fn send(client: &RedisClient, batch: Vec<Op>) {
         let mut pipe = redis::pipe();
-        // Acknowledgements, grouped by stream, go in one call per stream; the rest one call each.
-        let mut acks: Vec<(String, Vec<Vec<u8>>, Vec<usize>)> = Vec::new();
-        let mut calls: Vec<Vec<usize>> = Vec::new();
-        for (i, op) in batch.iter().enumerate() {
+        let mut acks: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut done = Vec::with_capacity(batch.len());
+        for op in batch {
             if op.script == scripts::ACK_SRC {
-                match acks.iter_mut().find(|(stream, _, _)| *stream == op.keys[0]) {
-                    Some((_, ids, members)) => {
-                        ids.push(op.args[1].clone());
-                        members.push(i);
-                    }
-                    None => acks.push((
-                        op.keys[0].clone(),
-                        vec![op.args[0].clone(), op.args[1].clone()],
-                        vec![i],
-                    )),
+                match acks.iter_mut().find(|(stream, _)| *stream == op.keys[0]) {
+                    Some((_, ids)) => ids.extend(op.args.into_iter().skip(1)),
+                    None => acks.push((op.keys[0].clone(), op.args)),
                 }
             } else {
                 let cmd = pipe.cmd("EVAL").arg(op.script).arg(op.keys.len());
@@ -315,34 +401,23 @@ impl Batcher {
                 for a in &op.args {
                     cmd.arg(a);
                 }
-                calls.push(vec![i]);
             }
+            done.push(op.done);
         }
-        for (stream, args, members) in acks {
+        for (stream, args) in acks {
             let cmd = pipe.cmd("EVAL").arg(scripts::ACK_MANY_SRC).arg(1).arg(stream);
             for a in args {
                 cmd.arg(a);
             }
-            calls.push(members);
         }
         let mut con = client.commands();
         let outcome = pipe
             .query_async::<Vec<Value>>(&mut con)
             .await
+            .map(|_| ())
             .map_err(|e| redis_error("settling entries failed", e).to_string());
-        let mut ops: Vec<Option<Op>> = batch.into_iter().map(Some).collect();
-        for members in calls {
-            for i in members {
-                if let Some(op) = ops[i].take() {
-                    let _ = op.done.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
-                }
-            }
-        }
-        match result.try_recv() {
-            Ok(r) => r.map_err(ShoveError::Connection),
-            Err(_) => Err(ShoveError::Connection(
-                "a settle batch ended without this delivery".into(),
-            )),
+        for d in done {
+            let _ = d.send(outcome.clone());
         }
     }
 }
@@ -717,7 +792,7 @@ impl Reader {
             if free == 0 {
                 return Ok(());
             }
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let reply: Value = redis::cmd("XAUTOCLAIM")
                 .arg(&s.name)
                 .arg(self.client.group())
                 .arg(&self.consumer)
@@ -728,17 +803,13 @@ impl Reader {
                 .query_async(&mut self.con)
                 .await
                 .map_err(|e| redis_error("reclaiming idle entries failed", e))?;
-            for entry in reply.claimed {
-                let mut envelope = envelope(&entry);
+            for (id, mut envelope) in autoclaim_reply(reply) {
                 // Its consumer went away mid-handling: that attempt counts against the retry budget.
                 envelope.retry_count = envelope.retry_count.saturating_add(1);
                 let d = Delivery {
                     envelope,
                     redelivered: true,
-                    token: RedisToken {
-                        stream: i as u16,
-                        id: entry.id,
-                    },
+                    token: RedisToken { stream: i as u16, id },
                 };
                 if let Err(unsent) = self.tx.send(Ok(d)).await {
                     self.give_back(unsent.0).await;
@@ -800,22 +871,22 @@ impl Reader {
         for _ in &names {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = cmd
+        let reply: Value = cmd
             .query_async(&mut self.con)
             .await
             .map_err(|e| redis_error("reading from Redis failed", e))?;
         let mut permit = Some(permit);
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(&(index, _)) = names.iter().find(|(_, n)| *n == key.key) else {
+        for (stream, read) in read_reply(reply) {
+            let Some(&(index, _)) = names.iter().find(|(_, n)| *n == stream) else {
                 continue;
             };
-            for entry in key.ids {
+            for (id, envelope) in read {
                 let d = Delivery {
-                    envelope: envelope(&entry),
+                    envelope,
                     redelivered: false,
                     token: RedisToken {
                         stream: index as u16,
-                        id: entry.id,
+                        id,
                     },
                 };
                 match permit.take() {
@@ -908,7 +979,7 @@ pub fn spawn_reaper(
         let mut con = client.commands();
         loop {
             for stream in &streams {
-                let reply: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                let reply: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
                     .arg(stream)
                     .arg(&group)
                     .arg(&reaper)
@@ -919,9 +990,13 @@ pub fn spawn_reaper(
                     .arg("JUSTID")
                     .query_async(&mut con)
                     .await;
-                if let Ok(reply) = reply {
-                    for entry in reply.claimed {
-                        let _ = hand_back_in_place(&client, stream, &entry.id).await;
+                if let Ok(Value::Array(parts)) = reply {
+                    let ids = match parts.into_iter().nth(1) {
+                        Some(Value::Array(ids)) => ids,
+                        _ => Vec::new(),
+                    };
+                    for id in ids.into_iter().filter_map(into_bytes).map(utf8) {
+                        let _ = hand_back_in_place(&client, stream, &id).await;
                     }
                 }
             }
