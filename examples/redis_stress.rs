@@ -206,7 +206,10 @@ async fn main() {
             .expect("declare");
         publish_all::<Plain>(&client, n).await;
         let started = Instant::now();
-        let prefetch = std::env::var("PREFETCH").ok().and_then(|p| p.parse().ok()).unwrap_or(100);
+        let prefetch = std::env::var("PREFETCH")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(100);
         consume::<Plain>(&client, n, prefetch, false).await;
         let r = n as f64 / started.elapsed().as_secs_f64();
         let ratio = raw_rate

@@ -121,6 +121,16 @@ start_rabbitmq() {
         return 1
     fi
     wait_for_port 127.0.0.1 15672 60
+    # Every test run declares durable queues with unique names; delete those of earlier runs (one call, a
+    # few seconds), or they pile up until the node can no longer recover them on restart.
+    run rabbitmqctl -q eval "$(cat <<'ERL'
+length([ok || Q <- rabbit_amqqueue:list(),
+              begin {resource, _, queue, N} = amqqueue:get_name(Q),
+                    lists:any(fun(P) -> lists:prefix(P, binary_to_list(N)) end,
+                              ["conf-", "stress-", "rfaults-", "faults-"]) end,
+              begin rabbit_amqqueue:delete(Q, false, false, <<"shove-tests">>), true end]).
+ERL
+)"
 }
 
 # Redis (6379): the redis-streams backend's conformance suite. Redis 7.0 from Debian is enough (streams,

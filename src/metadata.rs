@@ -12,7 +12,9 @@ pub struct MessageMetadata {
     pub retry_count: u32,
     /// The message id (`x-message-id`): stamped at publish, stable across retries, defers and DLQ.
     pub delivery_id: String,
-    /// Whether the broker delivered this message before (a retry, or a redelivery after a crash).
+    /// Whether this message was delivered before: true for every retry (`retry_count > 0`), and for a
+    /// message the broker delivers again after a consumer stopped or crashed (and, where the broker tracks
+    /// it, after a defer).
     pub redelivered: bool,
     /// The headers the publisher attached (reserved `x-` headers excluded).
     pub headers: Arc<HashMap<String, String>>,

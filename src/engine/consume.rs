@@ -555,7 +555,8 @@ fn metadata_of(env: &Envelope, redelivered: bool) -> MessageMetadata {
     MessageMetadata {
         retry_count: env.retry_count,
         delivery_id: env.message_id.to_text(),
-        redelivered,
+        // A retry is a redelivery whether the broker kept the original or stored a new copy.
+        redelivered: redelivered || env.retry_count > 0,
         headers: env.headers.clone(),
     }
 }

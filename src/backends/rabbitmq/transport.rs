@@ -30,6 +30,9 @@ use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
 use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
 
+/// Extra time a settlement may take beyond the confirm timeout before it is given up (and how long closing
+/// a channel may take).
+const SETTLE_MARGIN: Duration = Duration::from_secs(5);
 /// How long a settle waits for the broker to confirm a copy, unless the consumer sets
 /// `hold_queue_timeout`.
 const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -546,6 +549,33 @@ impl Subscription for RabbitSubscription {
     }
 
     async fn settle(&self, token: RabbitToken, how: Settlement) -> Result<()> {
+        // A channel that died with the broker may never answer: bound the whole settlement so a consumer
+        // can always stop (the broker redelivers whatever was not settled).
+        let limit = self.confirm_timeout + SETTLE_MARGIN;
+        tokio::time::timeout(limit, self.settle_now(token, how))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ShoveError::Connection(format!(
+                    "settling a delivery did not finish within {limit:?}"
+                )))
+            })
+    }
+
+    fn abandon(&self, token: RabbitToken, envelope: Envelope) {
+        self.abandon_now(token, envelope);
+    }
+
+    async fn close(&self) {
+        if let Some(live) = self.live.lock().await.take() {
+            // Closing the channel returns every unacknowledged delivery to its queue.
+            let close = live.channel.close(200, "consumer stopped".into());
+            let _ = tokio::time::timeout(SETTLE_MARGIN, close).await;
+        }
+    }
+}
+
+impl RabbitSubscription {
+    async fn settle_now(&self, token: RabbitToken, how: Settlement) -> Result<()> {
         #[cfg(feature = "rabbitmq-transactional")]
         if self.exactly_once {
             return self.settle_in_transaction(token, how).await;
@@ -587,7 +617,7 @@ impl Subscription for RabbitSubscription {
         }
     }
 
-    fn abandon(&self, token: RabbitToken, _envelope: Envelope) {
+    fn abandon_now(&self, token: RabbitToken, _envelope: Envelope) {
         // Hand it back now if a runtime is at hand; otherwise closing the channel does it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -608,12 +638,5 @@ impl Subscription for RabbitSubscription {
                 })
                 .await;
         });
-    }
-
-    async fn close(&self) {
-        if let Some(live) = self.live.lock().await.take() {
-            // Closing the channel returns every unacknowledged delivery to its queue.
-            let _ = live.channel.close(200, "consumer stopped".into()).await;
-        }
     }
 }

@@ -49,6 +49,9 @@ const MOVER_INTERVAL: Duration = Duration::from_millis(10);
 const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How often locks are renewed and idle entries reclaimed.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// A consumer name idle this long with nothing pending belongs to a consumer that died: it is removed
+/// from the group so names do not pile up.
+const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(600);
 
 /// `"{main}-seq-{shard}"`: the stream of one shard of a sequenced topic.
 pub(crate) fn shard_stream_name(main: &str, shard: u16) -> String {
@@ -722,6 +725,7 @@ impl Reader {
     async fn run(mut self) {
         let mut owned = vec![!self.sharded; self.streams.len()];
         let mut last_housekeeping: Option<tokio::time::Instant> = None;
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
         loop {
             if self.stop.is_cancelled() {
@@ -734,6 +738,10 @@ impl Reader {
                         self.claim_shards(&mut owned).await?;
                     }
                     self.reclaim(&owned).await?;
+                }
+                if last_sweep.is_none_or(|t| t.elapsed() >= DEAD_CONSUMER_IDLE / 10) {
+                    last_sweep = Some(tokio::time::Instant::now());
+                    self.sweep_dead_consumers().await;
                 }
                 self.read(&owned).await
             }
@@ -901,6 +909,43 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Removes the names of consumers that died (idle for long, nothing pending) from the groups.
+    async fn sweep_dead_consumers(&mut self) {
+        for s in self.streams.iter() {
+            let consumers: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&s.name)
+                .arg(self.client.group())
+                .query_async(&mut self.con)
+                .await;
+            let Ok(consumers) = consumers else { continue };
+            for c in consumers {
+                let int = |k: &str| match c.get(k) {
+                    Some(Value::Int(n)) => Some(*n),
+                    _ => None,
+                };
+                let name = c
+                    .get("name")
+                    .and_then(bytes)
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+                let idle = int("idle").unwrap_or(0);
+                if let Some(name) = name
+                    && name != self.consumer
+                    && int("pending") == Some(0)
+                    && u128::try_from(idle).unwrap_or(0) >= DEAD_CONSUMER_IDLE.as_millis()
+                {
+                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&s.name)
+                        .arg(self.client.group())
+                        .arg(&name)
+                        .query_async(&mut self.con)
+                        .await;
+                }
+            }
+        }
     }
 
     /// Removes this consumer's name from the groups, unless entries are still pending on it (they would
