@@ -232,18 +232,6 @@ mod emit {
         }
     }
 
-    /// One delivery finished; `outcome` is `ack`, `retry`, `reject`, `defer` or `dead_letter`.
-    #[inline]
-    pub(crate) fn consumed(topic: &str, outcome: &'static str) {
-        counter(
-            Metric::Consumed,
-            topic,
-            outcome,
-            || ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome),
-        )
-        .increment(1);
-    }
-
     /// One delivery failed; `reason` is one of the values listed in the module docs.
     #[inline]
     pub(crate) fn failed(topic: &str, reason: &'static str) {
@@ -268,17 +256,6 @@ mod emit {
         .increment(count);
     }
 
-    /// A handler took `seconds` on one delivery.
-    #[inline]
-    pub(crate) fn processing_duration(topic: &str, seconds: f64) {
-        histogram(
-            Metric::ProcessingDuration,
-            topic,
-            || ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned()),
-        )
-        .record(seconds);
-    }
-
     /// A publish call took `seconds` until confirmed.
     #[inline]
     pub(crate) fn publish_duration(topic: &str, seconds: f64) {
@@ -288,30 +265,6 @@ mod emit {
             || ::metrics::histogram!(names().publish_duration.as_str(), "topic" => topic.to_owned()),
         )
         .record(seconds);
-    }
-
-    /// A consumed payload was `bytes` long.
-    #[inline]
-    pub(crate) fn message_size(topic: &str, bytes: usize) {
-        // Precision loss above 2^53 bytes is irrelevant for a size histogram.
-        histogram(
-            Metric::MessageSize,
-            topic,
-            || ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned()),
-        )
-        .record(bytes as f64);
-    }
-
-    /// Deliveries in progress changed by `delta` (negative when they finish).
-    #[inline]
-    pub(crate) fn inflight_add(topic: &str, delta: f64) {
-        let gauge = match handle(Metric::Inflight, topic, "", || {
-            Handle::Gauge(::metrics::gauge!(names().inflight.as_str(), "topic" => topic.to_owned()))
-        }) {
-            Handle::Gauge(g) => g,
-            _ => unreachable!("each metric is registered with one kind"),
-        };
-        gauge.increment(delta);
     }
 
     /// The autoscaler acted on a decision (`scale_up` or `scale_down`) for `group`.
@@ -339,14 +292,79 @@ mod emit {
         })
         .increment(1);
     }
+
+    /// The per-message metrics of one topic, registered once when a consumer starts, so recording a
+    /// delivery costs atomic updates only (no map lookup).
+    pub(crate) struct TopicMetrics {
+        /// By outcome: ack, retry, reject, defer, dead_letter.
+        consumed: [::metrics::Counter; 5],
+        processing: ::metrics::Histogram,
+        size: ::metrics::Histogram,
+        inflight: ::metrics::Gauge,
+    }
+
+    const OUTCOMES: [&str; 5] = ["ack", "retry", "reject", "defer", "dead_letter"];
+
+    impl TopicMetrics {
+        pub(crate) fn new(topic: &str) -> Self {
+            let consumed = OUTCOMES.map(|outcome| {
+                counter(Metric::Consumed, topic, outcome, || {
+                    ::metrics::counter!(names().consumed.as_str(), "topic" => topic.to_owned(), "outcome" => outcome)
+                })
+            });
+            let inflight = match handle(Metric::Inflight, topic, "", || {
+                Handle::Gauge(::metrics::gauge!(names().inflight.as_str(), "topic" => topic.to_owned()))
+            }) {
+                Handle::Gauge(g) => g,
+                _ => unreachable!("each metric is registered with one kind"),
+            };
+            Self {
+                consumed,
+                processing: histogram(
+                    Metric::ProcessingDuration,
+                    topic,
+                    || ::metrics::histogram!(names().processing_duration.as_str(), "topic" => topic.to_owned()),
+                ),
+                size: histogram(
+                    Metric::MessageSize,
+                    topic,
+                    || ::metrics::histogram!(names().message_size.as_str(), "topic" => topic.to_owned()),
+                ),
+                inflight,
+            }
+        }
+
+        /// One delivery finished with `outcome` (one of the consumed-counter outcomes).
+        #[inline]
+        pub(crate) fn consumed(&self, outcome: &'static str) {
+            if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+                self.consumed[i].increment(1);
+            }
+        }
+
+        /// A handler took `seconds`.
+        #[inline]
+        pub(crate) fn processing_duration(&self, seconds: f64) {
+            self.processing.record(seconds);
+        }
+
+        /// A consumed payload was `bytes` long.
+        #[inline]
+        pub(crate) fn message_size(&self, bytes: usize) {
+            self.size.record(bytes as f64);
+        }
+
+        /// Deliveries in progress changed by `delta`.
+        #[inline]
+        pub(crate) fn inflight_add(&self, delta: f64) {
+            self.inflight.increment(delta);
+        }
+    }
 }
 
 /// Without the `metrics` feature every recording call is empty and inlined away.
 #[cfg(not(feature = "metrics"))]
 mod noop {
-    /// One delivery finished (no-op without the `metrics` feature).
-    #[inline(always)]
-    pub(crate) fn consumed(_topic: &str, _outcome: &'static str) {}
 
     /// One delivery failed (no-op without the `metrics` feature).
     #[inline(always)]
@@ -356,21 +374,9 @@ mod noop {
     #[inline(always)]
     pub(crate) fn published(_topic: &str, _count: u64) {}
 
-    /// A handler's processing time (no-op without the `metrics` feature).
-    #[inline(always)]
-    pub(crate) fn processing_duration(_topic: &str, _seconds: f64) {}
-
     /// A publish call's duration (no-op without the `metrics` feature).
     #[inline(always)]
     pub(crate) fn publish_duration(_topic: &str, _seconds: f64) {}
-
-    /// A consumed payload's size (no-op without the `metrics` feature).
-    #[inline(always)]
-    pub(crate) fn message_size(_topic: &str, _bytes: usize) {}
-
-    /// Change of deliveries in progress (no-op without the `metrics` feature).
-    #[inline(always)]
-    pub(crate) fn inflight_add(_topic: &str, _delta: f64) {}
 
     /// An autoscaler decision (no-op without the `metrics` feature).
     #[inline(always)]
@@ -379,6 +385,28 @@ mod noop {
     /// A broker error (no-op without the `metrics` feature).
     #[inline(always)]
     pub(crate) fn backend_error(_backend: &'static str, _operation: &'static str) {}
+
+    /// The per-message metrics of one topic (no-op without the `metrics` feature).
+    pub(crate) struct TopicMetrics;
+
+    impl TopicMetrics {
+        #[inline(always)]
+        pub(crate) fn new(_topic: &str) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn consumed(&self, _outcome: &'static str) {}
+
+        #[inline(always)]
+        pub(crate) fn processing_duration(&self, _seconds: f64) {}
+
+        #[inline(always)]
+        pub(crate) fn message_size(&self, _bytes: usize) {}
+
+        #[inline(always)]
+        pub(crate) fn inflight_add(&self, _delta: f64) {}
+    }
 }
 
 #[cfg(test)]
@@ -513,30 +541,48 @@ mod tests {
         assert_eq!(emission_prefix(&cell), "billing");
     }
 
-    #[test]
-    fn consumed_counts_by_topic_and_outcome() {
-        assert_single(
-            || {
-                consumed("orders-consumed_counts_by_topic_and_outcome", "ack");
-                consumed("orders-consumed_counts_by_topic_and_outcome", "ack");
-            },
-            MetricKind::Counter,
-            "shove_messages_consumed_total",
-            &[
-                ("topic", "orders-consumed_counts_by_topic_and_outcome"),
-                ("outcome", "ack"),
-            ],
-            DebugValue::Counter(2),
+    /// Asserts `recorded` holds exactly one metric named `name` with these labels, of this kind and value.
+    fn assert_named(
+        recorded: &[(CompositeKey, DebugValue)],
+        kind: MetricKind,
+        name: &str,
+        expected_labels: &[(&str, &str)],
+        expected_value: DebugValue,
+    ) {
+        let found: Vec<_> = recorded
+            .iter()
+            .filter(|(k, _)| k.key().name() == name && labels(k) == pairs(expected_labels))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {name} {expected_labels:?}, got {recorded:?}"
         );
+        assert_eq!(found[0].0.kind(), kind);
+        assert_eq!(found[0].1, expected_value);
     }
 
     #[test]
-    fn consumed_outcomes_are_separate_series() {
+    fn consumed_counts_by_topic_and_outcome() {
+        let topic = "orders-consumed_counts_by_topic_and_outcome";
         let recorded = record(|| {
-            consumed("orders-consumed_outcomes_are_separate_series", "ack");
-            consumed("orders-consumed_outcomes_are_separate_series", "dead_letter");
+            let m = TopicMetrics::new(topic);
+            m.consumed("ack");
+            m.consumed("ack");
+            m.consumed("dead_letter");
         });
-        assert_eq!(recorded.len(), 2);
+        let counter = |outcome, n| {
+            assert_named(
+                &recorded,
+                MetricKind::Counter,
+                "shove_messages_consumed_total",
+                &[("topic", topic), ("outcome", outcome)],
+                DebugValue::Counter(n),
+            )
+        };
+        counter("ack", 2);
+        counter("dead_letter", 1);
+        counter("retry", 0);
     }
 
     #[test]
@@ -569,11 +615,13 @@ mod tests {
 
     #[test]
     fn processing_duration_is_a_histogram() {
-        assert_single(
-            || processing_duration("orders-processing_duration_is_a_histogram", 0.25),
+        let topic = "orders-processing_duration_is_a_histogram";
+        let recorded = record(|| TopicMetrics::new(topic).processing_duration(0.25));
+        assert_named(
+            &recorded,
             MetricKind::Histogram,
             "shove_message_processing_duration_seconds",
-            &[("topic", "orders-processing_duration_is_a_histogram")],
+            &[("topic", topic)],
             histogram(&[0.25]),
         );
     }
@@ -591,26 +639,31 @@ mod tests {
 
     #[test]
     fn message_size_is_a_histogram_of_bytes() {
-        assert_single(
-            || message_size("orders-message_size_is_a_histogram_of_bytes", 1024),
+        let topic = "orders-message_size_is_a_histogram_of_bytes";
+        let recorded = record(|| TopicMetrics::new(topic).message_size(1024));
+        assert_named(
+            &recorded,
             MetricKind::Histogram,
             "shove_message_size_bytes",
-            &[("topic", "orders-message_size_is_a_histogram_of_bytes")],
+            &[("topic", topic)],
             histogram(&[1024.0]),
         );
     }
 
     #[test]
     fn inflight_is_a_gauge_moved_by_delta() {
-        assert_single(
-            || {
-                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", 1.0);
-                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", 1.0);
-                inflight_add("orders-inflight_is_a_gauge_moved_by_delta", -1.0);
-            },
+        let topic = "orders-inflight_is_a_gauge_moved_by_delta";
+        let recorded = record(|| {
+            let m = TopicMetrics::new(topic);
+            m.inflight_add(1.0);
+            m.inflight_add(1.0);
+            m.inflight_add(-1.0);
+        });
+        assert_named(
+            &recorded,
             MetricKind::Gauge,
             "shove_messages_inflight",
-            &[("topic", "orders-inflight_is_a_gauge_moved_by_delta")],
+            &[("topic", topic)],
             DebugValue::Gauge(1.0.into()),
         );
     }

@@ -59,6 +59,7 @@ struct Shared<'a, T: Topic, H: MessageHandler<T>, S: Subscription> {
     settings: &'a ConsumerSettings,
     stats: &'a RunStats,
     queue: Arc<str>,
+    metrics: crate::metrics::TopicMetrics,
     _topic: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -205,6 +206,7 @@ where
         sub: &sub,
         settings,
         stats,
+        metrics: crate::metrics::TopicMetrics::new(&queue),
         queue,
         _topic: std::marker::PhantomData,
     };
@@ -419,7 +421,7 @@ where
                 started,
             } => {
                 let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
-                crate::metrics::inflight_add(&shared.queue, -1.0);
+                shared.metrics.inflight_add(-1.0);
                 record_duration(shared, started);
                 let verdict = outcome_of(shared, &held.envelope, result);
                 let decision = router::decide(
@@ -476,7 +478,7 @@ where
         Ok(message) => {
             let metadata = metadata_of(&held.envelope, redelivered);
             let started = crate::metrics::ENABLED.then(std::time::Instant::now);
-            crate::metrics::inflight_add(&shared.queue, 1.0);
+            shared.metrics.inflight_add(1.0);
             // Busy from the first instruction of the handler: scaling never stops a consumer mid-call.
             shared.settings.processing.store(true, Ordering::Relaxed);
             call_slot.set(Some(call(message, metadata)));
@@ -489,7 +491,7 @@ where
                     started,
                 });
             };
-            crate::metrics::inflight_add(&shared.queue, -1.0);
+            shared.metrics.inflight_add(-1.0);
             record_duration(shared, started);
             let verdict = outcome_of(shared, &held.envelope, Some(result));
             router::decide(
@@ -544,7 +546,7 @@ fn admit_payload<T: Topic, S: Subscription>(
         tracing::warn!(queue = %shared.queue, message_id = %env.message_id, size = env.payload.len(), "payload over max_message_size");
         return Err(router::dead(reasons::OVERSIZE, topology));
     }
-    crate::metrics::message_size(&shared.queue, env.payload.len());
+    shared.metrics.message_size(env.payload.len());
     T::Codec::decode(&env.payload).map_err(|e| {
         tracing::warn!(queue = %shared.queue, message_id = %env.message_id, error = %e, "payload cannot be decoded");
         router::dead(reasons::DESERIALIZE, topology)
@@ -587,7 +589,7 @@ fn outcome_of<T: Topic, S: Subscription>(
         Verdict::Returned(OutcomeKind::Reject) => "reject",
         Verdict::Returned(OutcomeKind::Defer) => "defer",
     };
-    crate::metrics::consumed(&shared.queue, label);
+    shared.metrics.consumed(label);
     verdict
 }
 
@@ -596,7 +598,7 @@ fn record_duration<T: Topic, S: Subscription>(
     started: Option<std::time::Instant>,
 ) {
     if let Some(t) = started {
-        crate::metrics::processing_duration(&shared.queue, t.elapsed().as_secs_f64());
+        shared.metrics.processing_duration(t.elapsed().as_secs_f64());
     }
 }
 
@@ -659,7 +661,7 @@ fn decision_for<T: Topic, S: Subscription>(
                 count,
             }));
             crate::metrics::failed(&shared.queue, reason);
-            crate::metrics::consumed(&shared.queue, "dead_letter");
+            shared.metrics.consumed("dead_letter");
             (Settlement::DeadLetter { envelope }, Applied::Dead)
         }
     }
