@@ -110,3 +110,18 @@ mod tests {
         assert!(validate_user_headers(&ok).is_ok());
     }
 }
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_read_as_uuid_text() {
+        for _ in 0..100 {
+            let id = new_message_id();
+            let MessageId::Uuid(u) = &id else { panic!("a UUID id") };
+            assert_eq!(id.to_text(), u.hyphenated().to_string());
+            assert_eq!(id.to_string(), id.to_text());
+        }
+    }
+}
