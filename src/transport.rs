@@ -40,7 +40,7 @@ pub enum MessageId {
 
 impl MessageId {
     /// Reads an id from a header value: a UUID when it parses as one, text otherwise.
-    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub fn parse(text: &str) -> Self {
         match uuid::Uuid::try_parse(text) {
             Ok(u) => MessageId::Uuid(u),

@@ -3,6 +3,9 @@
 
 pub(crate) mod autoscale;
 pub(crate) mod consume;
+// Only backend facades run consumers directly.
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+pub(crate) mod direct;
 pub(crate) mod envelope;
 pub(crate) mod registry;
 pub(crate) mod router;

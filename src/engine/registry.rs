@@ -40,7 +40,10 @@ pub(crate) struct GroupSettings {
 
 impl GroupSettings {
     // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        allow(dead_code)
+    )]
     /// Settings for `range` consumers with the crate defaults.
     ///
     /// # Panics
@@ -217,7 +220,10 @@ impl Group {
     }
 
     // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        allow(dead_code)
+    )]
     /// Stops every consumer and waits for in-flight handlers to finish.
     pub async fn shutdown(&mut self) {
         self.drain(None).await;
@@ -361,7 +367,10 @@ impl<R> GroupDirectory<R> {
 pub(crate) enum Registries<R> {
     One(Arc<tokio::sync::Mutex<R>>),
     // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(not(feature = "inmemory"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        allow(dead_code)
+    )]
     Directory(Arc<GroupDirectory<R>>),
 }
 

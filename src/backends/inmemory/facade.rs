@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use super::broker::InMemoryBroker;
 use super::registry::InMemoryConsumerGroupRegistry;
@@ -15,10 +14,9 @@ use crate::autoscaler::{
 };
 use crate::consumer::ConsumerOptions;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::{self, Mode};
+use crate::engine::consume::Mode;
+use crate::engine::direct;
 use crate::engine::registry::Registries;
-use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
-use crate::engine::tasks::TaskSet;
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::markers::InMemory;
@@ -99,16 +97,6 @@ impl InMemoryConsumer {
         &self.broker
     }
 
-    fn control<B: crate::Backend>(&self, options: &ConsumerOptions<B>) -> RunControl {
-        RunControl {
-            stop: options
-                .shutdown
-                .clone()
-                .unwrap_or_else(|| self.broker.shutdown_token().child_token()),
-            abort: CancellationToken::new(),
-        }
-    }
-
     fn run_source<T, H>(
         &self,
         source: Source,
@@ -121,13 +109,15 @@ impl InMemoryConsumer {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let broker = self.broker.clone();
-        let ctl = self.control(&options);
-        let settings = ConsumerSettings::from(&options);
-        async move {
-            let stats = RunStats::default();
-            consume::run::<T, H, _>(&broker, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
-        }
+        direct::run::<InMemory, T, H, _>(
+            self.broker.clone(),
+            self.broker.shutdown_token(),
+            source,
+            mode,
+            handler,
+            ctx,
+            &options,
+        )
     }
 
     /// Consumes topic `T` until the broker shuts down or the options' shutdown token is cancelled
@@ -185,16 +175,19 @@ impl InMemoryConsumer {
         H: MessageHandler<T>,
         S: Future<Output = ()> + Send + 'static,
     {
-        let mut tasks = TaskSet::new(self.broker.shutdown_token());
-        let ctl = tasks.control();
-        let stats = tasks.stats();
-        let settings = ConsumerSettings::from(&options);
-        let broker = self.broker.clone();
-        tasks.spawn(async move {
-            let source = Source::Shards(T::topology());
-            consume::run::<T, H, _>(&broker, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
-        });
-        tasks.run_until(signal, drain_timeout).await
+        let source = Source::Shards(T::topology());
+        let connection = self.broker.shutdown_token().clone();
+        direct::run_until_timeout::<InMemory, T, H, _, S>(
+            self.broker.clone(),
+            &connection,
+            source,
+            handler,
+            ctx,
+            &options,
+            signal,
+            drain_timeout,
+        )
+        .await
     }
 
     /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message.

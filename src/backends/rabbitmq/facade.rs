@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use super::client::RabbitMqClient;
 use super::config::ManagementConfig;
@@ -19,10 +18,9 @@ use crate::autoscaler::{
 };
 use crate::consumer::ConsumerOptions;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::{self, Mode};
+use crate::engine::consume::Mode;
+use crate::engine::direct;
 use crate::engine::registry::Registries;
-use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
-use crate::engine::tasks::TaskSet;
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::markers::RabbitMq;
@@ -46,17 +44,6 @@ impl RabbitMqConsumer {
         &self.client
     }
 
-    /// Stops on the options' shutdown token when set, else when the client shuts down.
-    fn control(&self, options: &ConsumerOptions<RabbitMq>) -> RunControl {
-        RunControl {
-            stop: options
-                .shutdown
-                .clone()
-                .unwrap_or_else(|| self.client.shutdown_token().child_token()),
-            abort: CancellationToken::new(),
-        }
-    }
-
     async fn run_source<T, H>(
         &self,
         source: Source,
@@ -69,11 +56,17 @@ impl RabbitMqConsumer {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let transport = self.client.transport();
-        let ctl = self.control(&options);
-        let settings = ConsumerSettings::from(&options);
-        let stats = RunStats::default();
-        consume::run::<T, H, _>(&transport, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
+        let connection = self.client.shutdown_token();
+        direct::run::<RabbitMq, T, H, _>(
+            self.client.transport(),
+            &connection,
+            source,
+            mode,
+            handler,
+            ctx,
+            &options,
+        )
+        .await
     }
 
     /// Consumes topic `T` until the client shuts down or the options' shutdown token is cancelled
@@ -134,16 +127,18 @@ impl RabbitMqConsumer {
         H: MessageHandler<T>,
         S: Future<Output = ()> + Send + 'static,
     {
-        let mut tasks = TaskSet::new(&self.client.shutdown_token());
-        let ctl = tasks.control();
-        let stats = tasks.stats();
-        let settings = ConsumerSettings::from(&options);
-        let transport = self.client.transport();
-        tasks.spawn(async move {
-            let source = Source::Shards(T::topology());
-            consume::run::<T, H, _>(&transport, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
-        });
-        tasks.run_until(signal, drain_timeout).await
+        let connection = self.client.shutdown_token();
+        direct::run_until_timeout::<RabbitMq, T, H, _, S>(
+            self.client.transport(),
+            &connection,
+            Source::Shards(T::topology()),
+            handler,
+            ctx,
+            &options,
+            signal,
+            drain_timeout,
+        )
+        .await
     }
 
     /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message, until the client

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use super::client::RedisClient;
 use super::registry::RedisConsumerGroupRegistry;
@@ -16,10 +15,9 @@ use crate::autoscaler::{
 };
 use crate::consumer::ConsumerOptions;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::{self, Mode};
+use crate::engine::consume::Mode;
+use crate::engine::direct;
 use crate::engine::registry::Registries;
-use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
-use crate::engine::tasks::TaskSet;
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::markers::Redis;
@@ -43,17 +41,6 @@ impl RedisConsumer {
         &self.client
     }
 
-    /// Stops on the options' shutdown token when set, else when the client is closed.
-    fn control(&self, options: &ConsumerOptions<Redis>) -> RunControl {
-        RunControl {
-            stop: options
-                .shutdown
-                .clone()
-                .unwrap_or_else(|| self.client.shutdown_token().child_token()),
-            abort: CancellationToken::new(),
-        }
-    }
-
     async fn run_source<T, H>(
         &self,
         source: Source,
@@ -66,11 +53,17 @@ impl RedisConsumer {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let transport = self.client.transport();
-        let ctl = self.control(&options);
-        let settings = ConsumerSettings::from(&options);
-        let stats = RunStats::default();
-        consume::run::<T, H, _>(&transport, source, mode, &handler, &ctx, &settings, &ctl, &stats).await
+        let connection = self.client.shutdown_token();
+        direct::run::<Redis, T, H, _>(
+            self.client.transport(),
+            &connection,
+            source,
+            mode,
+            handler,
+            ctx,
+            &options,
+        )
+        .await
     }
 
     /// Consumes topic `T` until the client is closed or the options' shutdown token is cancelled
@@ -133,16 +126,18 @@ impl RedisConsumer {
         H: MessageHandler<T>,
         S: Future<Output = ()> + Send + 'static,
     {
-        let mut tasks = TaskSet::new(&self.client.shutdown_token());
-        let ctl = tasks.control();
-        let stats = tasks.stats();
-        let settings = ConsumerSettings::from(&options);
-        let transport = self.client.transport();
-        tasks.spawn(async move {
-            let source = Source::Shards(T::topology());
-            consume::run::<T, H, _>(&transport, source, Mode::Live, &handler, &ctx, &settings, &ctl, &stats).await
-        });
-        tasks.run_until(signal, drain_timeout).await
+        let connection = self.client.shutdown_token();
+        direct::run_until_timeout::<Redis, T, H, _, S>(
+            self.client.transport(),
+            &connection,
+            Source::Shards(T::topology()),
+            handler,
+            ctx,
+            &options,
+            signal,
+            drain_timeout,
+        )
+        .await
     }
 
     /// Consumes `T`'s DLQ stream, calling [`MessageHandler::handle_dead`] for each message, until the
