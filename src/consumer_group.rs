@@ -12,7 +12,7 @@ use crate::backend::capability::HasCoordinatedGroups;
 use crate::backend::internal::RegistryImpl;
 use crate::consumer_supervisor::SupervisorOutcome;
 use crate::engine::autoscale::GroupsAutoscaler;
-use crate::engine::registry::{Group, Registries};
+use crate::engine::registry::{self, Registries};
 use crate::engine::tasks::TaskSet;
 use crate::error::Result;
 use crate::handler::MessageHandler;
@@ -86,12 +86,6 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
         T: Topic,
         H: MessageHandler<T, Context = Ctx>,
     {
-        if T::topology().sequencing().is_some() {
-            return Err(crate::ShoveError::Topology(format!(
-                "topic '{}' is sequenced; register it with register_fifo",
-                T::topology().queue()
-            )));
-        }
         self.add::<T, H>(false, config, factory).await
     }
 
@@ -113,12 +107,6 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
         T: SequencedTopic,
         H: MessageHandler<T, Context = Ctx>,
     {
-        if T::topology().sequencing().is_none() {
-            return Err(crate::ShoveError::Topology(format!(
-                "topic '{}' is not sequenced; register it with register",
-                T::topology().queue()
-            )));
-        }
         self.add::<T, H>(true, config, factory).await
     }
 
@@ -133,17 +121,9 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
         H: MessageHandler<T, Context = Ctx>,
     {
         let mut registry = self.registry.lock().await;
-        let group = Group::new::<T, H, _>(
-            T::topology().queue().to_string(),
-            registry.transport(),
-            fifo,
-            B::RegistryImpl::group_settings(&config.inner),
-            registry.default_handler_timeout(),
-            self.token.child_token(),
-            factory,
-            self.ctx.clone(),
-        );
-        registry.engine().insert(group)
+        let settings = B::RegistryImpl::group_settings(&config.inner);
+        let token = self.token.child_token();
+        registry::add_group::<_, T, H>(&mut *registry, fifo, settings, token, factory, self.ctx.clone()).await
     }
 
     /// Sets the handler timeout for groups whose configuration sets none.

@@ -453,3 +453,75 @@ impl<R: crate::backend::internal::RegistryImpl> Registries<R> {
 fn unknown_group(name: &str) -> ShoveError {
     ShoveError::Topology(format!("no consumer group named '{name}' is registered"))
 }
+
+/// The error for a topic registered with the wrong method (`register` vs `register_fifo`).
+fn check_sequencing(fifo: bool, topology: &crate::topology::QueueTopology) -> Result<()> {
+    if fifo == topology.sequencing().is_some() {
+        return Ok(());
+    }
+    Err(ShoveError::Topology(format!(
+        "topic '{}' is {}sequenced; register it with {}",
+        topology.queue(),
+        if fifo { "not " } else { "" },
+        if fifo { "register" } else { "register_fifo" }
+    )))
+}
+
+/// Registers a (stopped) group of topic `T` in `registry`, the same way for every backend: the sequencing
+/// must match the method (`fifo`), the queue must not have a group yet, and the topic is declared on the
+/// broker before anything is registered (so errors surface here, at registration).
+pub(crate) async fn add_group<R, T, H>(
+    registry: &mut R,
+    fifo: bool,
+    settings: GroupSettings,
+    group_token: CancellationToken,
+    factory: impl Fn() -> H + Send + Sync + 'static,
+    ctx: H::Context,
+) -> Result<()>
+where
+    R: crate::backend::internal::RegistryImpl,
+    T: Topic,
+    H: MessageHandler<T>,
+{
+    let topology = T::topology();
+    check_sequencing(fifo, topology)?;
+    if registry.engine().get(topology.queue()).is_some() {
+        return Err(ShoveError::Topology(format!(
+            "a consumer group for queue '{}' is already registered; register each topic once per registry",
+            topology.queue()
+        )));
+    }
+    let transport = registry.transport();
+    transport.declare(topology).await?;
+    let group = Group::new::<T, H, _>(
+        topology.queue().to_string(),
+        transport,
+        fifo,
+        settings,
+        registry.default_handler_timeout(),
+        group_token,
+        factory,
+        ctx,
+    );
+    registry.engine().insert(group)
+}
+
+/// Starts every group of `set` at its minimum size.
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+pub(crate) fn start_all(set: &mut dyn GroupSet) {
+    for g in set.all_mut() {
+        g.start();
+    }
+}
+
+/// Stops every group of `set`, all at once, and waits for their in-flight handlers.
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+pub(crate) async fn shutdown_all(set: &mut dyn GroupSet) {
+    let mut groups = set.all_mut();
+    for g in groups.iter() {
+        g.stop();
+    }
+    for g in groups.iter_mut() {
+        g.shutdown().await;
+    }
+}

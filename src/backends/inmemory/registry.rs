@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::InMemoryBroker;
 use crate::backend::internal::RegistryImpl;
-use crate::engine::registry::{Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
@@ -289,7 +289,7 @@ impl InMemoryConsumerGroupRegistry {
         T: Topic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        self.add::<T, H>(false, config, handler_factory, ctx)
+        self.add::<T, H>(false, config, handler_factory, ctx).await
     }
 
     /// Registers a per-key ordered group of the sequenced topic `T`.
@@ -311,10 +311,10 @@ impl InMemoryConsumerGroupRegistry {
         T: SequencedTopic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        self.add::<T, H>(true, config, handler_factory, ctx)
+        self.add::<T, H>(true, config, handler_factory, ctx).await
     }
 
-    fn add<T, H>(
+    async fn add<T, H>(
         &mut self,
         fifo: bool,
         config: InMemoryConsumerGroupConfig,
@@ -325,33 +325,13 @@ impl InMemoryConsumerGroupRegistry {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let topology = T::topology();
-        if fifo != topology.sequencing().is_some() {
-            return Err(crate::ShoveError::Topology(format!(
-                "topic '{}' is {}sequenced; register it with {}",
-                topology.queue(),
-                if fifo { "not " } else { "" },
-                if fifo { "register" } else { "register_fifo" }
-            )));
-        }
-        let group = Group::new::<T, H, _>(
-            topology.queue().to_string(),
-            self.broker.clone(),
-            fifo,
-            config.settings.clone(),
-            self.default_handler_timeout,
-            self.broker.shutdown_token().child_token(),
-            handler_factory,
-            ctx,
-        );
-        GroupSet::insert(&mut self.groups, group)
+        let token = self.broker.shutdown_token().child_token();
+        registry::add_group::<_, T, H>(self, fifo, config.settings, token, handler_factory, ctx).await
     }
 
     /// Starts every group at its minimum size.
     pub fn start_all(&mut self) {
-        for g in self.groups.values_mut() {
-            g.start();
-        }
+        registry::start_all(&mut self.groups);
     }
 
     /// The groups, by queue name.
@@ -370,12 +350,7 @@ impl InMemoryConsumerGroupRegistry {
     ///
     /// Cancel-safe: consumers already told to stop keep draining.
     pub async fn shutdown_all(&mut self) {
-        for g in self.groups.values() {
-            g.group.stop();
-        }
-        for g in self.groups.values_mut() {
-            g.shutdown().await;
-        }
+        registry::shutdown_all(&mut self.groups).await;
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::RabbitMqClient;
 use super::transport::RabbitTransport;
 use crate::backend::internal::RegistryImpl;
-use crate::engine::registry::{Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
 use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
@@ -355,34 +355,13 @@ impl ConsumerGroupRegistry {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let topology = T::topology();
-        check_sequencing(fifo, topology)?;
-        // Refuse a duplicate before touching the broker; `GroupSet::insert` checks again below.
-        if self.groups.contains_key(topology.queue()) {
-            return Err(ShoveError::Topology(format!(
-                "a consumer group for queue '{}' is already registered; register each topic once per registry",
-                topology.queue()
-            )));
-        }
-        self.client.declare(topology).await?;
-        let group = Group::new::<T, H, _>(
-            topology.queue().to_string(),
-            self.client.transport(),
-            fifo,
-            config.settings.clone(),
-            self.default_handler_timeout,
-            self.client.shutdown_token().child_token(),
-            handler_factory,
-            ctx,
-        );
-        GroupSet::insert(&mut self.groups, group)
+        let token = self.client.shutdown_token().child_token();
+        registry::add_group::<_, T, H>(self, fifo, config.settings, token, handler_factory, ctx).await
     }
 
     /// Starts every group at its minimum size.
     pub fn start_all(&mut self) {
-        for g in self.groups.values_mut() {
-            g.start();
-        }
+        registry::start_all(&mut self.groups);
     }
 
     /// The groups, by queue name.
@@ -406,13 +385,7 @@ impl ConsumerGroupRegistry {
     ///
     /// Cancel-safe: consumers already told to stop keep draining.
     pub async fn shutdown_all(&mut self) {
-        // Tell every group to stop first, so they drain in parallel rather than one after another.
-        for g in self.groups.values() {
-            g.group.stop();
-        }
-        for g in self.groups.values_mut() {
-            g.shutdown().await;
-        }
+        registry::shutdown_all(&mut self.groups).await;
     }
 }
 

@@ -17,11 +17,10 @@ use super::client::RedisClient;
 use super::transport::RedisTransport;
 use crate::backend::internal::RegistryImpl;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::registry::{Group, GroupDirectory, GroupSet, GroupSettings};
-use crate::error::{Result, ShoveError};
+use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
-use crate::topology::QueueTopology;
 
 /// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
 #[derive(Clone, Debug)]
@@ -154,19 +153,6 @@ impl From<Group> for RedisConsumerGroup {
         };
         Self { group, config }
     }
-}
-
-/// Refuses a sequenced topic on the unordered path and an unsequenced one on the ordered path.
-fn check_sequencing(fifo: bool, topology: &QueueTopology) -> Result<()> {
-    if fifo == topology.sequencing().is_some() {
-        return Ok(());
-    }
-    Err(ShoveError::Topology(format!(
-        "topic '{}' is {}sequenced; register it with {}",
-        topology.queue(),
-        if fifo { "not " } else { "" },
-        if fifo { "register" } else { "register_fifo" }
-    )))
 }
 
 impl RedisConsumerGroup {
@@ -358,34 +344,13 @@ impl RedisConsumerGroupRegistry {
         T: Topic,
         H: MessageHandler<T>,
     {
-        let topology = T::topology();
-        check_sequencing(fifo, topology)?;
-        // Refuse a duplicate before touching the server; `GroupSet::insert` checks again below.
-        if self.groups.contains_key(topology.queue()) {
-            return Err(ShoveError::Topology(format!(
-                "a consumer group for queue '{}' is already registered; register each topic once per registry",
-                topology.queue()
-            )));
-        }
-        self.client.declare(topology).await?;
-        let group = Group::new::<T, H, _>(
-            topology.queue().to_string(),
-            self.client.transport(),
-            fifo,
-            config.settings.clone(),
-            self.default_handler_timeout,
-            self.client.shutdown_token().child_token(),
-            factory,
-            ctx,
-        );
-        GroupSet::insert(&mut self.groups, group)
+        let token = self.client.shutdown_token().child_token();
+        registry::add_group::<_, T, H>(self, fifo, config.settings, token, factory, ctx).await
     }
 
     /// Starts every group at its minimum size.
     pub fn start_all(&mut self) {
-        for g in self.groups.values_mut() {
-            g.start();
-        }
+        registry::start_all(&mut self.groups);
     }
 
     /// The groups, by queue name.
@@ -404,13 +369,7 @@ impl RedisConsumerGroupRegistry {
     ///
     /// Cancel-safe: consumers already told to stop keep draining.
     pub async fn shutdown_all(&mut self) {
-        // Tell every group to stop first, so they drain in parallel rather than one after another.
-        for g in self.groups.values() {
-            g.group.stop();
-        }
-        for g in self.groups.values_mut() {
-            g.shutdown().await;
-        }
+        registry::shutdown_all(&mut self.groups).await;
     }
 
     /// Starts every group at its minimum size, waits for `signal` (or for the client to be closed), then
