@@ -1,5 +1,221 @@
 //! Broker mappings: each backend implements the transport and names its facade types.
 
+/// Defines a backend's `*ConsumerGroupConfig`: a named wrapper over the engine's group settings with the
+/// builder methods and getters that backend's shove 0.11 API lists (they differ a little per backend), so
+/// every backend's config behaves identically without a copy of each method.
+macro_rules! group_config {
+    ($(#[$doc:meta])* $name:ident, default = $default:expr, [$($method:ident),* $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            settings: $crate::engine::registry::GroupSettings,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new($default)
+            }
+        }
+
+        impl $name {
+            /// A group of `range` consumers (min..=max).
+            ///
+            /// # Panics
+            ///
+            /// When min > max or max is 0, with a message naming the fix.
+            pub fn new(range: std::ops::RangeInclusive<u16>) -> Self {
+                Self { settings: $crate::engine::registry::GroupSettings::new(range) }
+            }
+
+            $( group_config!(@method $name $method); )*
+        }
+    };
+    (@method $name:ident with_prefetch_count) => {
+        /// Messages each consumer handles concurrently (default 10).
+        pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
+            self.settings.prefetch = prefetch_count;
+            self
+        }
+    };
+    (@method $name:ident with_max_retries) => {
+        /// Retries after the first attempt (default 10).
+        pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+            self.settings.max_retries = max_retries;
+            self
+        }
+    };
+    (@method $name:ident with_concurrent_processing) => {
+        /// When false, each consumer runs one handler at a time whatever the prefetch (default true).
+        pub fn with_concurrent_processing(mut self, concurrent: bool) -> Self {
+            self.settings.concurrent_processing = concurrent;
+            self
+        }
+    };
+    (@method $name:ident with_handler_timeout) => {
+        /// Per-call handler timeout (default: the registry's, 30 s unless changed).
+        ///
+        /// # Panics
+        ///
+        /// When `timeout` is zero: `"handler_timeout must be positive"`.
+        pub fn with_handler_timeout(mut self, timeout: std::time::Duration) -> Self {
+            assert!(!timeout.is_zero(), "handler_timeout must be positive");
+            self.settings.handler_timeout = Some(timeout);
+            self
+        }
+    };
+    (@method $name:ident with_max_pending_per_key) => {
+        /// Messages buffered per key by a sequenced group (default 1000).
+        pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
+            self.settings.max_pending_per_key = Some(limit);
+            self
+        }
+    };
+    (@method $name:ident without_max_pending_per_key) => {
+        /// Removes the per-key buffer bound.
+        pub fn without_max_pending_per_key(mut self) -> Self {
+            self.settings.max_pending_per_key = None;
+            self
+        }
+    };
+    (@method $name:ident with_max_message_size) => {
+        /// Largest payload accepted, in bytes (default 10 MiB); a larger one is dead-lettered.
+        pub fn with_max_message_size(mut self, max: usize) -> Self {
+            self.settings.max_message_size = Some(max);
+            self
+        }
+    };
+    (@method $name:ident without_message_size_limit) => {
+        /// Accepts payloads of any size.
+        pub fn without_message_size_limit(mut self) -> Self {
+            self.settings.max_message_size = None;
+            self
+        }
+    };
+    (@method $name:ident prefetch_count) => {
+        #[doc = concat!("See [`", stringify!($name), "::with_prefetch_count`].")]
+        pub fn prefetch_count(&self) -> u16 {
+            self.settings.prefetch
+        }
+    };
+    (@method $name:ident max_retries) => {
+        #[doc = concat!("See [`", stringify!($name), "::with_max_retries`].")]
+        pub fn max_retries(&self) -> u32 {
+            self.settings.max_retries
+        }
+    };
+    (@method $name:ident min_consumers) => {
+        /// The smallest group size.
+        pub fn min_consumers(&self) -> u16 {
+            self.settings.min
+        }
+    };
+    (@method $name:ident max_consumers) => {
+        /// The largest group size.
+        pub fn max_consumers(&self) -> u16 {
+            self.settings.max
+        }
+    };
+    (@method $name:ident concurrent_processing) => {
+        #[doc = concat!("See [`", stringify!($name), "::with_concurrent_processing`].")]
+        pub fn concurrent_processing(&self) -> bool {
+            self.settings.concurrent_processing
+        }
+    };
+    (@method $name:ident handler_timeout) => {
+        /// The timeout set on this config, if any.
+        pub fn handler_timeout(&self) -> Option<std::time::Duration> {
+            self.settings.handler_timeout
+        }
+    };
+    (@method $name:ident max_pending_per_key) => {
+        /// The per-key buffer bound of a sequenced group, if any.
+        pub fn max_pending_per_key(&self) -> Option<usize> {
+            self.settings.max_pending_per_key
+        }
+    };
+    (@method $name:ident max_message_size) => {
+        /// The largest payload accepted, if bounded.
+        pub fn max_message_size(&self) -> Option<usize> {
+            self.settings.max_message_size
+        }
+    };
+}
+
+/// Defines a backend's `*ConsumerGroup`: a named wrapper over one engine group with the operations every
+/// backend's shove 0.11 API shares (its constructors stay with the backend, as they differ).
+macro_rules! group_facade {
+    ($(#[$doc:meta])* $name:ident, $config:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            group: $crate::engine::registry::Group,
+            config: $config,
+        }
+
+        impl AsRef<$crate::engine::registry::Group> for $name {
+            fn as_ref(&self) -> &$crate::engine::registry::Group {
+                &self.group
+            }
+        }
+
+        impl AsMut<$crate::engine::registry::Group> for $name {
+            fn as_mut(&mut self) -> &mut $crate::engine::registry::Group {
+                &mut self.group
+            }
+        }
+
+        impl From<$crate::engine::registry::Group> for $name {
+            fn from(group: $crate::engine::registry::Group) -> Self {
+                let config = $config {
+                    settings: group.settings().clone(),
+                };
+                Self { group, config }
+            }
+        }
+
+        impl $name {
+            /// Starts `min_consumers` consumers (at least one).
+            pub fn start(&mut self) {
+                self.group.start();
+            }
+
+            /// Adds a consumer; false at `max_consumers`.
+            pub fn scale_up(&mut self) -> bool {
+                self.group.scale_up()
+            }
+
+            /// Stops one idle consumer; false at `min_consumers` or when every consumer is busy.
+            pub fn scale_down(&mut self) -> bool {
+                self.group.scale_down()
+            }
+
+            /// Consumers running.
+            pub fn active_consumers(&self) -> usize {
+                self.group.active_consumers()
+            }
+
+            /// The group's queue.
+            pub fn queue(&self) -> &str {
+                self.group.queue()
+            }
+
+            /// The group's settings.
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+
+            /// Stops every consumer after its in-flight handlers finish; deliveries not started go back
+            /// to the broker.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel-safe: consumers already told to stop keep draining.
+            pub async fn shutdown(&mut self) {
+                self.group.shutdown().await;
+            }
+        }
+    };
+}
+
 #[cfg(feature = "inmemory")]
 pub(crate) mod inmemory;
 

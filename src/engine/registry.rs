@@ -455,7 +455,7 @@ fn unknown_group(name: &str) -> ShoveError {
 }
 
 /// The error for a topic registered with the wrong method (`register` vs `register_fifo`).
-fn check_sequencing(fifo: bool, topology: &crate::topology::QueueTopology) -> Result<()> {
+pub(crate) fn check_sequencing(fifo: bool, topology: &crate::topology::QueueTopology) -> Result<()> {
     if fifo == topology.sequencing().is_some() {
         return Ok(());
     }

@@ -3,7 +3,6 @@
 //! declared elsewhere with other arguments, a missing plugin) surfaces at registration, not in a consumer.
 
 use std::collections::HashMap;
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,134 +12,22 @@ use super::client::RabbitMqClient;
 use super::transport::RabbitTransport;
 use crate::backend::internal::RegistryImpl;
 use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
-use crate::error::{Result, ShoveError};
+use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
-use crate::topology::QueueTopology;
 
-/// Settings of a RabbitMQ consumer group. `Default` is `new(1..=4)`.
-#[derive(Clone, Debug)]
-pub struct RabbitMqConsumerGroupConfig {
-    settings: GroupSettings,
-}
+group_config!(
+    /// Settings of a RabbitMQ consumer group. `Default` is `new(1..=4)`.
+    RabbitMqConsumerGroupConfig,
+    default = 1..=4,
+    [with_prefetch_count, with_max_retries, with_handler_timeout, prefetch_count, min_consumers, max_consumers, max_retries, handler_timeout, with_concurrent_processing, concurrent_processing]
+);
 
-impl Default for RabbitMqConsumerGroupConfig {
-    fn default() -> Self {
-        Self::new(1..=4)
-    }
-}
-
-impl RabbitMqConsumerGroupConfig {
-    /// A group of `range` consumers (min..=max), each with its own channel.
-    ///
-    /// # Panics
-    ///
-    /// When min > max or max is 0.
-    pub fn new(range: RangeInclusive<u16>) -> Self {
-        Self {
-            settings: GroupSettings::new(range),
-        }
-    }
-
-    /// Unacknowledged deliveries each consumer may hold (the channel's `basic.qos`; default 10).
-    pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
-        self.settings.prefetch = prefetch_count;
-        self
-    }
-
-    /// Retries after the first attempt (default 10).
-    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
-        self.settings.max_retries = max_retries;
-        self
-    }
-
-    /// Per-call handler timeout (default: the registry's, 30 s unless changed).
-    ///
-    /// # Panics
-    ///
-    /// When `timeout` is zero: `"handler_timeout must be positive"`.
-    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
-        assert!(!timeout.is_zero(), "handler_timeout must be positive");
-        self.settings.handler_timeout = Some(timeout);
-        self
-    }
-
-    /// See [`RabbitMqConsumerGroupConfig::with_prefetch_count`].
-    pub fn prefetch_count(&self) -> u16 {
-        self.settings.prefetch
-    }
-
-    /// The smallest group size.
-    pub fn min_consumers(&self) -> u16 {
-        self.settings.min
-    }
-
-    /// The largest group size.
-    pub fn max_consumers(&self) -> u16 {
-        self.settings.max
-    }
-
-    /// See [`RabbitMqConsumerGroupConfig::with_max_retries`].
-    pub fn max_retries(&self) -> u32 {
-        self.settings.max_retries
-    }
-
-    /// The timeout set on this config, if any.
-    pub fn handler_timeout(&self) -> Option<Duration> {
-        self.settings.handler_timeout
-    }
-
-    /// When false, each consumer runs one handler at a time whatever the prefetch (default true).
-    pub fn with_concurrent_processing(mut self, concurrent: bool) -> Self {
-        self.settings.concurrent_processing = concurrent;
-        self
-    }
-
-    /// See [`RabbitMqConsumerGroupConfig::with_concurrent_processing`].
-    pub fn concurrent_processing(&self) -> bool {
-        self.settings.concurrent_processing
-    }
-}
-
-/// A group of RabbitMQ consumers of one queue (or of the shard queues of a sequenced topic).
-pub struct RabbitMqConsumerGroup {
-    group: Group,
-    config: RabbitMqConsumerGroupConfig,
-}
-
-impl AsRef<Group> for RabbitMqConsumerGroup {
-    fn as_ref(&self) -> &Group {
-        &self.group
-    }
-}
-
-impl AsMut<Group> for RabbitMqConsumerGroup {
-    fn as_mut(&mut self) -> &mut Group {
-        &mut self.group
-    }
-}
-
-impl From<Group> for RabbitMqConsumerGroup {
-    fn from(group: Group) -> Self {
-        let config = RabbitMqConsumerGroupConfig {
-            settings: group.settings().clone(),
-        };
-        Self { group, config }
-    }
-}
-
-/// Refuses a sequenced topic on the unordered path and an unsequenced one on the ordered path.
-fn check_sequencing(fifo: bool, topology: &QueueTopology) -> Result<()> {
-    if fifo == topology.sequencing().is_some() {
-        return Ok(());
-    }
-    Err(ShoveError::Topology(format!(
-        "topic '{}' is {}sequenced; register it with {}",
-        topology.queue(),
-        if fifo { "not " } else { "" },
-        if fifo { "register" } else { "register_fifo" }
-    )))
-}
+group_facade!(
+    /// A group of RabbitMQ consumers of one queue (or of the shard queues of a sequenced topic).
+    RabbitMqConsumerGroup,
+    RabbitMqConsumerGroupConfig
+);
 
 impl RabbitMqConsumerGroup {
     /// Declares topic `T`'s exchanges and queues, then builds a stopped group of `T` named `queue`; call
@@ -171,7 +58,7 @@ impl RabbitMqConsumerGroup {
         let name = name.into();
         let queue = queue.into();
         let topology = T::topology();
-        check_sequencing(false, topology)?;
+        registry::check_sequencing(false, topology)?;
         client.declare(topology).await?;
         tracing::debug!(group = %name, queue = %queue, "rabbitmq consumer group created");
         let group = Group::new::<T, H, _>(
@@ -211,7 +98,7 @@ impl RabbitMqConsumerGroup {
         H: MessageHandler<T> + 'static,
     {
         let topology = T::topology();
-        check_sequencing(true, topology)?;
+        registry::check_sequencing(true, topology)?;
         client.declare(topology).await?;
         let group = Group::new::<T, H, _>(
             queue.into(),
@@ -224,46 +111,6 @@ impl RabbitMqConsumerGroup {
             ctx,
         );
         Ok(Self { group, config })
-    }
-
-    /// Starts `min_consumers` consumers (at least one).
-    pub fn start(&mut self) {
-        self.group.start();
-    }
-
-    /// Adds a consumer; false at `max_consumers`.
-    pub fn scale_up(&mut self) -> bool {
-        self.group.scale_up()
-    }
-
-    /// Stops one idle consumer; false at `min_consumers` or when every consumer is busy.
-    pub fn scale_down(&mut self) -> bool {
-        self.group.scale_down()
-    }
-
-    /// Consumers running.
-    pub fn active_consumers(&self) -> usize {
-        self.group.active_consumers()
-    }
-
-    /// The group's queue.
-    pub fn queue(&self) -> &str {
-        self.group.queue()
-    }
-
-    /// The group's settings.
-    pub fn config(&self) -> &RabbitMqConsumerGroupConfig {
-        &self.config
-    }
-
-    /// Stops every consumer after its in-flight handlers finish; unstarted deliveries go back to the
-    /// queue.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: consumers already told to stop keep draining.
-    pub async fn shutdown(&mut self) {
-        self.group.shutdown().await;
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,138 +21,18 @@ use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
 
-/// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
-#[derive(Clone, Debug)]
-pub struct RedisConsumerGroupConfig {
-    settings: GroupSettings,
-}
+group_config!(
+    /// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
+    RedisConsumerGroupConfig,
+    default = 1..=4,
+    [with_prefetch_count, with_max_retries, with_concurrent_processing, with_handler_timeout, with_max_pending_per_key, with_max_message_size, prefetch_count, max_retries, min_consumers, max_consumers, concurrent_processing, handler_timeout, max_pending_per_key, max_message_size]
+);
 
-impl Default for RedisConsumerGroupConfig {
-    fn default() -> Self {
-        Self::new(1..=4)
-    }
-}
-
-impl RedisConsumerGroupConfig {
-    /// A group of `range` consumers (min..=max), each a consumer of the stream consumer group.
-    ///
-    /// # Panics
-    ///
-    /// When min > max or max is 0.
-    pub fn new(range: RangeInclusive<u16>) -> Self {
-        Self {
-            settings: GroupSettings::new(range),
-        }
-    }
-
-    /// Entries each consumer reads ahead and may hold unacknowledged (default 10).
-    pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
-        self.settings.prefetch = prefetch_count;
-        self
-    }
-
-    /// Retries after the first attempt (default 10).
-    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
-        self.settings.max_retries = max_retries;
-        self
-    }
-
-    /// When false, each consumer runs one handler at a time whatever the prefetch (default true).
-    pub fn with_concurrent_processing(mut self, concurrent: bool) -> Self {
-        self.settings.concurrent_processing = concurrent;
-        self
-    }
-
-    /// Per-call handler timeout (default: the registry's, 30 s unless changed).
-    ///
-    /// # Panics
-    ///
-    /// When `timeout` is zero: `"handler_timeout must be positive"`.
-    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
-        assert!(!timeout.is_zero(), "handler_timeout must be positive");
-        self.settings.handler_timeout = Some(timeout);
-        self
-    }
-
-    /// Messages buffered per key by a sequenced group (default 1000).
-    pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
-        self.settings.max_pending_per_key = Some(limit);
-        self
-    }
-
-    /// Largest payload accepted, in bytes (default 10 MiB); a larger one is dead-lettered.
-    pub fn with_max_message_size(mut self, max: usize) -> Self {
-        self.settings.max_message_size = Some(max);
-        self
-    }
-
-    /// See [`RedisConsumerGroupConfig::with_prefetch_count`].
-    pub fn prefetch_count(&self) -> u16 {
-        self.settings.prefetch
-    }
-
-    /// See [`RedisConsumerGroupConfig::with_max_retries`].
-    pub fn max_retries(&self) -> u32 {
-        self.settings.max_retries
-    }
-
-    /// The smallest group size.
-    pub fn min_consumers(&self) -> u16 {
-        self.settings.min
-    }
-
-    /// The largest group size.
-    pub fn max_consumers(&self) -> u16 {
-        self.settings.max
-    }
-
-    /// See [`RedisConsumerGroupConfig::with_concurrent_processing`].
-    pub fn concurrent_processing(&self) -> bool {
-        self.settings.concurrent_processing
-    }
-
-    /// The timeout set on this config, if any.
-    pub fn handler_timeout(&self) -> Option<Duration> {
-        self.settings.handler_timeout
-    }
-
-    /// See [`RedisConsumerGroupConfig::with_max_pending_per_key`].
-    pub fn max_pending_per_key(&self) -> Option<usize> {
-        self.settings.max_pending_per_key
-    }
-
-    /// See [`RedisConsumerGroupConfig::with_max_message_size`].
-    pub fn max_message_size(&self) -> Option<usize> {
-        self.settings.max_message_size
-    }
-}
-
-/// A group of Redis consumers of one topic's stream (or of the shard streams of a sequenced topic).
-pub struct RedisConsumerGroup {
-    group: Group,
-    config: RedisConsumerGroupConfig,
-}
-
-impl AsRef<Group> for RedisConsumerGroup {
-    fn as_ref(&self) -> &Group {
-        &self.group
-    }
-}
-
-impl AsMut<Group> for RedisConsumerGroup {
-    fn as_mut(&mut self) -> &mut Group {
-        &mut self.group
-    }
-}
-
-impl From<Group> for RedisConsumerGroup {
-    fn from(group: Group) -> Self {
-        let config = RedisConsumerGroupConfig {
-            settings: group.settings().clone(),
-        };
-        Self { group, config }
-    }
-}
+group_facade!(
+    /// A group of Redis consumers of one topic's stream (or of the shard streams of a sequenced topic).
+    RedisConsumerGroup,
+    RedisConsumerGroupConfig
+);
 
 impl RedisConsumerGroup {
     /// A stopped group of topic `T` named `queue`; call [`RedisConsumerGroup::start`]. The topic's
@@ -207,46 +86,6 @@ impl RedisConsumerGroup {
             ctx,
         );
         Self { group, config }
-    }
-
-    /// Starts `min_consumers` consumers (at least one).
-    pub fn start(&mut self) {
-        self.group.start();
-    }
-
-    /// Adds a consumer; false at `max_consumers`.
-    pub fn scale_up(&mut self) -> bool {
-        self.group.scale_up()
-    }
-
-    /// Stops one idle consumer; false at `min_consumers` or when every consumer is busy.
-    pub fn scale_down(&mut self) -> bool {
-        self.group.scale_down()
-    }
-
-    /// Consumers running.
-    pub fn active_consumers(&self) -> usize {
-        self.group.active_consumers()
-    }
-
-    /// The group's queue (the topic's main stream).
-    pub fn queue(&self) -> &str {
-        self.group.queue()
-    }
-
-    /// The group's settings.
-    pub fn config(&self) -> &RedisConsumerGroupConfig {
-        &self.config
-    }
-
-    /// Stops every consumer after its in-flight handlers finish; entries read but not started stay
-    /// pending in the stream's consumer group and are delivered again.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: consumers already told to stop keep draining.
-    pub async fn shutdown(&mut self) {
-        self.group.shutdown().await;
     }
 }
 
