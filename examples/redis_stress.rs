@@ -85,11 +85,19 @@ async fn raw(n: u64) -> f64 {
     while sent < n {
         let mut pipe = redis::pipe();
         for i in sent..(sent + 1000).min(n) {
-            pipe.cmd("XADD")
+            let cmd = pipe
+                .cmd("XADD")
                 .arg(&stream)
                 .arg("*")
                 .arg("payload")
                 .arg(serde_json::to_vec(&event(i)).expect("encode"));
+            // RAW_FIELDS=3 adds the two envelope fields shove stores, to compare like with like.
+            if std::env::var("RAW_FIELDS").as_deref() == Ok("3") {
+                cmd.arg("x-message-id")
+                    .arg(uuid::Uuid::new_v4().to_string())
+                    .arg("x-retry-count")
+                    .arg("0");
+            }
         }
         let _: Vec<String> = pipe.query_async(&mut con).await.expect("xadd");
         sent = (sent + 1000).min(n);
