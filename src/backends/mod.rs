@@ -3,6 +3,7 @@
 /// Defines a backend's `*ConsumerGroupConfig`: a named wrapper over the engine's group settings with the
 /// builder methods and getters that backend's shove 0.11 API lists (they differ a little per backend), so
 /// every backend's config behaves identically without a copy of each method.
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
 macro_rules! group_config {
     ($(#[$doc:meta])* $name:ident, default = $default:expr, [$($method:ident),* $(,)?]) => {
         $(#[$doc])*
@@ -143,6 +144,7 @@ macro_rules! group_config {
 
 /// Defines a backend's `*ConsumerGroup`: a named wrapper over one engine group with the operations every
 /// backend's shove 0.11 API shares (its constructors stay with the backend, as they differ).
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
 macro_rules! group_facade {
     ($(#[$doc:meta])* $name:ident, $config:ident) => {
         $(#[$doc])*

@@ -18,6 +18,15 @@ pub(crate) mod reasons {
     pub const DESERIALIZE: &str = "deserialize";
     /// A later message of a key poisoned by `SequenceFailure::FailAll`.
     pub const SEQUENCE_POISONED: &str = "sequence_poisoned";
+
+    /// The reason named `text`, as read back from a broker (`"unknown"` for one shove never writes).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
+    pub fn parse(text: &str) -> &'static str {
+        [REJECTED, MAX_RETRIES_EXCEEDED, OVERSIZE, DESERIALIZE, SEQUENCE_POISONED]
+            .into_iter()
+            .find(|r| *r == text)
+            .unwrap_or("unknown")
+    }
 }
 
 /// What the handler's call amounted to.

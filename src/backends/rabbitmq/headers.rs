@@ -8,15 +8,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::engine::envelope::new_message_id;
 use crate::engine::router::reasons;
-use crate::transport::{Death, Envelope, MessageId};
+use crate::transport::{Death, Envelope, MessageId, headers};
 
 /// The header carrying the message id (also sent as the AMQP `message_id` property).
-pub const MESSAGE_ID_KEY: &str = "x-message-id";
-const RETRY_COUNT: &str = "x-retry-count";
-const SEQUENCE_KEY: &str = "x-sequence-key";
-const DEATH_REASON: &str = "x-death-reason";
-const DEATH_COUNT: &str = "x-death-count";
-const ORIGINAL_QUEUE: &str = "x-original-queue";
+pub const MESSAGE_ID_KEY: &str = headers::MESSAGE_ID;
 
 /// Headers RabbitMQ itself adds when a message is dead-lettered through a TTL queue; never user headers.
 const BROKER_PREFIXES: [&str; 3] = ["x-death", "x-first-death", "x-last-death"];
@@ -37,19 +32,19 @@ pub(crate) fn properties(env: &Envelope) -> BasicProperties {
     }
     headers.insert(ShortString::from(MESSAGE_ID_KEY), text(&id));
     headers.insert(
-        ShortString::from(RETRY_COUNT),
+        ShortString::from(headers::RETRY_COUNT),
         AMQPValue::LongLongInt(i64::from(env.retry_count)),
     );
     if let Some(key) = &env.sequence_key {
-        headers.insert(ShortString::from(SEQUENCE_KEY), text(key));
+        headers.insert(ShortString::from(headers::SEQUENCE_KEY), text(key));
     }
     if let Some(death) = &env.death {
-        headers.insert(ShortString::from(DEATH_REASON), text(death.reason));
+        headers.insert(ShortString::from(headers::DEATH_REASON), text(death.reason));
         headers.insert(
-            ShortString::from(DEATH_COUNT),
+            ShortString::from(headers::DEATH_COUNT),
             AMQPValue::LongLongInt(i64::from(death.count)),
         );
-        headers.insert(ShortString::from(ORIGINAL_QUEUE), text(&death.original_queue));
+        headers.insert(ShortString::from(headers::ORIGINAL_QUEUE), text(&death.original_queue));
     }
     BasicProperties::default()
         .with_message_id(ShortString::from(id))
@@ -80,19 +75,6 @@ fn as_u64(v: &AMQPValue) -> Option<u64> {
     }
 }
 
-fn reason(text: &str) -> &'static str {
-    [
-        reasons::REJECTED,
-        reasons::MAX_RETRIES_EXCEEDED,
-        reasons::OVERSIZE,
-        reasons::DESERIALIZE,
-        reasons::SEQUENCE_POISONED,
-    ]
-    .into_iter()
-    .find(|r| *r == text)
-    .unwrap_or("unknown")
-}
-
 /// Rebuilds the envelope of a delivered message.
 pub(crate) fn envelope(properties: &BasicProperties, payload: Vec<u8>) -> Envelope {
     let empty = FieldTable::default();
@@ -104,15 +86,15 @@ pub(crate) fn envelope(properties: &BasicProperties, payload: Vec<u8>) -> Envelo
         .map(|s| MessageId::parse(&s))
         // A message from another publisher without an id gets one now; its retries keep it.
         .unwrap_or_else(new_message_id);
-    let retry_count = get(RETRY_COUNT)
+    let retry_count = get(headers::RETRY_COUNT)
         .and_then(as_u64)
         .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
-    let sequence_key = get(SEQUENCE_KEY).and_then(as_string).map(Arc::from);
-    let death = get(DEATH_REASON).and_then(as_string).map(|r| {
+    let sequence_key = get(headers::SEQUENCE_KEY).and_then(as_string).map(Arc::from);
+    let death = get(headers::DEATH_REASON).and_then(as_string).map(|r| {
         Box::new(Death {
-            reason: reason(&r),
-            original_queue: Arc::from(get(ORIGINAL_QUEUE).and_then(as_string).unwrap_or_default()),
-            count: get(DEATH_COUNT)
+            reason: reasons::parse(&r),
+            original_queue: Arc::from(get(headers::ORIGINAL_QUEUE).and_then(as_string).unwrap_or_default()),
+            count: get(headers::DEATH_COUNT)
                 .and_then(as_u64)
                 .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         })
@@ -121,7 +103,7 @@ pub(crate) fn envelope(properties: &BasicProperties, payload: Vec<u8>) -> Envelo
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str().to_ascii_lowercase();
-            !crate::transport::headers::RESERVED_PREFIXES
+            !headers::RESERVED_PREFIXES
                 .iter()
                 .chain(BROKER_PREFIXES.iter())
                 .any(|p| k.starts_with(p))

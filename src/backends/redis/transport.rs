@@ -28,16 +28,10 @@ use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::{
-    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
+    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport, headers,
 };
 
 const PAYLOAD: &str = "payload";
-const MESSAGE_ID: &str = "x-message-id";
-const RETRY_COUNT: &str = "x-retry-count";
-const SEQUENCE_KEY: &str = "x-sequence-key";
-const DEATH_REASON: &str = "x-death-reason";
-const DEATH_COUNT: &str = "x-death-count";
-const ORIGINAL_QUEUE: &str = "x-original-queue";
 /// User headers are stored as fields with this prefix, so they can never collide with shove's.
 const USER_PREFIX: &str = "h:";
 
@@ -77,15 +71,21 @@ fn entry_prefix(due_set: &str) -> String {
 fn fields(env: &Envelope) -> Vec<(String, Vec<u8>)> {
     let mut f = Vec::with_capacity(4 + env.headers.len());
     f.push((PAYLOAD.to_string(), env.payload.clone()));
-    f.push((MESSAGE_ID.to_string(), env.message_id.to_text().into_bytes()));
-    f.push((RETRY_COUNT.to_string(), env.retry_count.to_string().into_bytes()));
+    f.push((headers::MESSAGE_ID.to_string(), env.message_id.to_text().into_bytes()));
+    f.push((
+        headers::RETRY_COUNT.to_string(),
+        env.retry_count.to_string().into_bytes(),
+    ));
     if let Some(key) = &env.sequence_key {
-        f.push((SEQUENCE_KEY.to_string(), key.as_bytes().to_vec()));
+        f.push((headers::SEQUENCE_KEY.to_string(), key.as_bytes().to_vec()));
     }
     if let Some(d) = &env.death {
-        f.push((DEATH_REASON.to_string(), d.reason.as_bytes().to_vec()));
-        f.push((DEATH_COUNT.to_string(), d.count.to_string().into_bytes()));
-        f.push((ORIGINAL_QUEUE.to_string(), d.original_queue.as_bytes().to_vec()));
+        f.push((headers::DEATH_REASON.to_string(), d.reason.as_bytes().to_vec()));
+        f.push((headers::DEATH_COUNT.to_string(), d.count.to_string().into_bytes()));
+        f.push((
+            headers::ORIGINAL_QUEUE.to_string(),
+            d.original_queue.as_bytes().to_vec(),
+        ));
     }
     for (k, v) in env.headers.iter() {
         f.push((format!("{USER_PREFIX}{k}"), v.as_bytes().to_vec()));
@@ -99,19 +99,6 @@ fn bytes(v: &Value) -> Option<&[u8]> {
         Value::SimpleString(s) => Some(s.as_bytes()),
         _ => None,
     }
-}
-
-fn reason(text: &str) -> &'static str {
-    [
-        reasons::REJECTED,
-        reasons::MAX_RETRIES_EXCEEDED,
-        reasons::OVERSIZE,
-        reasons::DESERIALIZE,
-        reasons::SEQUENCE_POISONED,
-    ]
-    .into_iter()
-    .find(|r| *r == text)
-    .unwrap_or("unknown")
 }
 
 fn into_bytes(v: Value) -> Option<Vec<u8>> {
@@ -138,35 +125,35 @@ fn envelope(fields: Vec<Value>) -> Envelope {
         death: None,
     };
     let mut id = None;
-    let mut headers = HashMap::new();
+    let mut user = HashMap::new();
     let (mut death_reason, mut death_count, mut original_queue) = (None, None, None);
     let mut it = fields.into_iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         let (Some(k), Some(v)) = (into_bytes(k), into_bytes(v)) else {
             continue;
         };
-        match k.as_slice() {
-            b"payload" => env.payload = v,
-            b"x-message-id" => id = Some(MessageId::parse(&utf8(v))),
-            b"x-retry-count" => env.retry_count = utf8(v).parse().unwrap_or(0),
-            b"x-sequence-key" => env.sequence_key = Some(Arc::from(utf8(v))),
-            b"x-death-reason" => death_reason = Some(utf8(v)),
-            b"x-death-count" => death_count = utf8(v).parse().ok(),
-            b"x-original-queue" => original_queue = Some(utf8(v)),
-            other => {
-                if let Some(name) = other.strip_prefix(USER_PREFIX.as_bytes()) {
-                    headers.insert(utf8(name.to_vec()), utf8(v));
-                }
-            }
+        if let Some(name) = k.strip_prefix(USER_PREFIX.as_bytes()) {
+            user.insert(utf8(name.to_vec()), utf8(v));
+            continue;
+        }
+        match std::str::from_utf8(&k).unwrap_or("") {
+            PAYLOAD => env.payload = v,
+            headers::MESSAGE_ID => id = Some(MessageId::parse(&utf8(v))),
+            headers::RETRY_COUNT => env.retry_count = utf8(v).parse().unwrap_or(0),
+            headers::SEQUENCE_KEY => env.sequence_key = Some(Arc::from(utf8(v))),
+            headers::DEATH_REASON => death_reason = Some(utf8(v)),
+            headers::DEATH_COUNT => death_count = utf8(v).parse().ok(),
+            headers::ORIGINAL_QUEUE => original_queue = Some(utf8(v)),
+            _ => {}
         }
     }
     env.message_id = id.unwrap_or_else(new_message_id);
-    if !headers.is_empty() {
-        env.headers = Arc::new(headers);
+    if !user.is_empty() {
+        env.headers = Arc::new(user);
     }
     env.death = death_reason.map(|r| {
         Box::new(Death {
-            reason: reason(&r),
+            reason: reasons::parse(&r),
             original_queue: Arc::from(original_queue.unwrap_or_default()),
             count: death_count.unwrap_or(1),
         })
