@@ -218,6 +218,176 @@ macro_rules! group_facade {
     };
 }
 
+/// Defines a backend's consumer-group registry: named groups on one connection, registered, started and
+/// stopped through the engine, and visible to `Broker::autoscaler` through the connection's directory.
+/// The connection field is `conn`; the backend says how to get its transport, shutdown token and directory.
+#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+macro_rules! group_registry {
+    (
+        $(#[$doc:meta])* $name:ident {
+            connection: $conn:ty,
+            group: $group:ident,
+            config: $config:ident,
+            transport: $transport:ty = |$t:ident| $transport_of:expr,
+            token: |$k:ident| $token_of:expr,
+            directory: |$d:ident| $directory_of:expr $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        pub struct $name {
+            conn: $conn,
+            default_handler_timeout: Option<std::time::Duration>,
+            groups: std::collections::HashMap<String, $group>,
+        }
+
+        impl $name {
+            #[doc = concat!("An empty registry on `", stringify!($conn), "`.")]
+            pub fn new(conn: $conn) -> Self {
+                Self {
+                    conn,
+                    default_handler_timeout: None,
+                    groups: std::collections::HashMap::new(),
+                }
+            }
+
+            /// The handler timeout for groups whose config sets none.
+            ///
+            /// # Panics
+            ///
+            /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
+            pub fn with_default_handler_timeout(mut self, timeout: std::time::Duration) -> Self {
+                assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
+                self.default_handler_timeout = Some(timeout);
+                self
+            }
+
+            #[doc = concat!("Declares topic `T`'s queues on the broker (idempotent) and registers a group for \
+                it, not started: see [`", stringify!($name), "::start_all`].")]
+            ///
+            /// # Errors
+            ///
+            /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T`
+            /// is sequenced, or the broker refuses the declaration;
+            /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel-safe: nothing is registered until the declaration has completed.
+            pub async fn register<T, H>(
+                &mut self,
+                config: $config,
+                handler_factory: impl Fn() -> H + Send + Sync + 'static,
+                ctx: H::Context,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::Topic + 'static,
+                H: $crate::handler::MessageHandler<T> + 'static,
+            {
+                self.add::<T, H>(false, config, handler_factory, ctx).await
+            }
+
+            /// Declares the sequenced topic `T`'s queues and registers a per-key ordered group for it.
+            ///
+            /// # Errors
+            ///
+            #[doc = concat!("As [`", stringify!($name), "::register`], and when `T` is not sequenced.")]
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel-safe: nothing is registered until the declaration has completed.
+            pub async fn register_fifo<T, H>(
+                &mut self,
+                config: $config,
+                handler_factory: impl Fn() -> H + Send + Sync + 'static,
+                ctx: H::Context,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::SequencedTopic + 'static,
+                H: $crate::handler::MessageHandler<T> + 'static,
+            {
+                self.add::<T, H>(true, config, handler_factory, ctx).await
+            }
+
+            async fn add<T, H>(
+                &mut self,
+                fifo: bool,
+                config: $config,
+                handler_factory: impl Fn() -> H + Send + Sync + 'static,
+                ctx: H::Context,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::Topic,
+                H: $crate::handler::MessageHandler<T>,
+            {
+                let token = $crate::backend::internal::RegistryImpl::broker_token(self).child_token();
+                $crate::engine::registry::add_group::<_, T, H>(self, fifo, config.settings, token, handler_factory, ctx)
+                    .await
+            }
+
+            /// Starts every group at its minimum size.
+            pub fn start_all(&mut self) {
+                $crate::engine::registry::start_all(&mut self.groups);
+            }
+
+            /// The groups, by queue name.
+            pub fn groups(&self) -> &std::collections::HashMap<String, $group> {
+                &self.groups
+            }
+
+            /// The groups, by queue name, for scaling by hand.
+            pub fn groups_mut(&mut self) -> &mut std::collections::HashMap<String, $group> {
+                &mut self.groups
+            }
+
+            /// Stops every group after in-flight handlers finish.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel-safe: consumers already told to stop keep draining.
+            pub async fn shutdown_all(&mut self) {
+                $crate::engine::registry::shutdown_all(&mut self.groups).await;
+            }
+        }
+
+        #[allow(private_interfaces)]
+        impl $crate::backend::internal::RegistryImpl for $name {
+            type GroupConfig = $config;
+            type Transport = $transport;
+
+            fn transport(&self) -> $transport {
+                let $t = &self.conn;
+                $transport_of
+            }
+
+            fn group_settings(config: &$config) -> $crate::engine::registry::GroupSettings {
+                config.settings.clone()
+            }
+
+            fn default_handler_timeout(&self) -> Option<std::time::Duration> {
+                self.default_handler_timeout
+            }
+
+            fn set_default_handler_timeout(&mut self, timeout: std::time::Duration) {
+                self.default_handler_timeout = Some(timeout);
+            }
+
+            fn broker_token(&self) -> tokio_util::sync::CancellationToken {
+                let $k = &self.conn;
+                $token_of
+            }
+
+            fn engine(&mut self) -> &mut dyn $crate::engine::registry::GroupSet {
+                &mut self.groups
+            }
+
+            fn directory(&self) -> std::sync::Arc<$crate::engine::registry::GroupDirectory<Self>> {
+                let $d = &self.conn;
+                $directory_of
+            }
+        }
+    };
+}
+
 #[cfg(feature = "inmemory")]
 pub(crate) mod inmemory;
 

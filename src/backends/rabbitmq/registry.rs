@@ -2,16 +2,11 @@
 //! declaring the topic's exchanges and queues before a group is built, so a broker-side problem (a queue
 //! declared elsewhere with other arguments, a missing plugin) surfaces at registration, not in a consumer.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use super::client::RabbitMqClient;
 use super::transport::RabbitTransport;
-use crate::backend::internal::RegistryImpl;
-use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
+use crate::engine::registry::{self, Group};
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
@@ -114,165 +109,31 @@ impl RabbitMqConsumerGroup {
     }
 }
 
-/// Named RabbitMQ consumer groups on one client.
-pub struct ConsumerGroupRegistry {
-    client: RabbitMqClient,
-    default_handler_timeout: Option<Duration>,
-    groups: HashMap<String, RabbitMqConsumerGroup>,
+group_registry! {
+    /// Named RabbitMQ consumer groups on one client.
+    ConsumerGroupRegistry {
+        connection: RabbitMqClient,
+        group: RabbitMqConsumerGroup,
+        config: RabbitMqConsumerGroupConfig,
+        transport: RabbitTransport = |c| c.transport(),
+        token: |c| c.shutdown_token(),
+        directory: |c| c.directory(),
+    }
 }
 
 impl ConsumerGroupRegistry {
-    /// An empty registry on `client`.
-    pub fn new(client: RabbitMqClient) -> Self {
-        Self {
-            client,
-            default_handler_timeout: None,
-            groups: HashMap::new(),
-        }
-    }
-
-    /// The handler timeout for groups whose config sets none.
-    ///
-    /// # Panics
-    ///
-    /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
-    pub fn with_default_handler_timeout(mut self, timeout: Duration) -> Self {
-        assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
-        self.default_handler_timeout = Some(timeout);
-        self
-    }
-
-    /// Declares topic `T`'s topology and registers a group for it (not started; see
-    /// [`ConsumerGroupRegistry::start_all`]).
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
-    /// sequenced, or the broker refuses the topology;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: nothing is registered until the declaration has completed.
-    pub async fn register<T, H>(
-        &mut self,
-        config: RabbitMqConsumerGroupConfig,
-        handler_factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: Topic + 'static,
-        H: MessageHandler<T> + 'static,
-    {
-        self.add::<T, H>(false, config, handler_factory, ctx).await
-    }
-
-    /// Declares the sequenced topic `T`'s topology and registers a per-key ordered group for it.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
-    /// not sequenced, or the broker refuses the topology;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: nothing is registered until the declaration has completed.
-    pub async fn register_fifo<T, H>(
-        &mut self,
-        config: RabbitMqConsumerGroupConfig,
-        handler_factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: SequencedTopic + 'static,
-        H: MessageHandler<T> + 'static,
-    {
-        self.add::<T, H>(true, config, handler_factory, ctx).await
-    }
-
-    async fn add<T, H>(
-        &mut self,
-        fifo: bool,
-        config: RabbitMqConsumerGroupConfig,
-        handler_factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let token = self.client.shutdown_token().child_token();
-        registry::add_group::<_, T, H>(self, fifo, config.settings, token, handler_factory, ctx).await
-    }
-
-    /// Starts every group at its minimum size.
-    pub fn start_all(&mut self) {
-        registry::start_all(&mut self.groups);
-    }
-
-    /// The groups, by queue name.
-    pub fn groups(&self) -> &HashMap<String, RabbitMqConsumerGroup> {
-        &self.groups
-    }
-
-    /// The groups, by queue name, for scaling by hand.
-    pub fn groups_mut(&mut self) -> &mut HashMap<String, RabbitMqConsumerGroup> {
-        &mut self.groups
-    }
-
     /// The client's shutdown token: cancelled when the connection is shut down, which stops every group.
     pub fn client_shutdown_token(&self) -> CancellationToken {
-        self.client.shutdown_token()
-    }
-
-    /// Stops every group after in-flight handlers finish.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: consumers already told to stop keep draining.
-    pub async fn shutdown_all(&mut self) {
-        registry::shutdown_all(&mut self.groups).await;
-    }
-}
-
-#[allow(private_interfaces)]
-impl RegistryImpl for ConsumerGroupRegistry {
-    type GroupConfig = RabbitMqConsumerGroupConfig;
-    type Transport = RabbitTransport;
-
-    fn transport(&self) -> RabbitTransport {
-        self.client.transport()
-    }
-
-    fn group_settings(config: &RabbitMqConsumerGroupConfig) -> GroupSettings {
-        config.settings.clone()
-    }
-
-    fn default_handler_timeout(&self) -> Option<Duration> {
-        self.default_handler_timeout
-    }
-
-    fn set_default_handler_timeout(&mut self, timeout: Duration) {
-        self.default_handler_timeout = Some(timeout);
-    }
-
-    fn broker_token(&self) -> CancellationToken {
-        self.client.shutdown_token()
-    }
-
-    fn engine(&mut self) -> &mut dyn GroupSet {
-        &mut self.groups
-    }
-
-    fn directory(&self) -> Arc<GroupDirectory<Self>> {
-        self.client.directory()
+        self.conn.shutdown_token()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::backend::internal::RegistryImpl;
 
     #[test]
     fn config_defaults_and_setters() {

@@ -3,9 +3,7 @@
 //! declares a topic's streams and consumer groups when a group is registered, so a server-side problem
 //! surfaces at registration; a group built on its own declares lazily, when its consumers subscribe.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,10 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::RedisClient;
 use super::transport::RedisTransport;
-use crate::backend::internal::RegistryImpl;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::registry::{self, Group, GroupDirectory, GroupSet, GroupSettings};
-use crate::error::Result;
+use crate::engine::registry::Group;
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
 
@@ -89,128 +85,23 @@ impl RedisConsumerGroup {
     }
 }
 
-/// Named Redis consumer groups on one client.
-pub struct RedisConsumerGroupRegistry {
-    client: RedisClient,
-    default_handler_timeout: Option<Duration>,
-    groups: HashMap<String, RedisConsumerGroup>,
+group_registry! {
+    /// Named Redis consumer groups on one client.
+    RedisConsumerGroupRegistry {
+        connection: RedisClient,
+        group: RedisConsumerGroup,
+        config: RedisConsumerGroupConfig,
+        transport: RedisTransport = |c| c.transport(),
+        token: |c| c.shutdown_token(),
+        directory: |c| c.directory(),
+    }
 }
 
 impl RedisConsumerGroupRegistry {
-    /// An empty registry on `client`.
-    pub fn new(client: RedisClient) -> Self {
-        Self {
-            client,
-            default_handler_timeout: None,
-            groups: HashMap::new(),
-        }
-    }
-
-    /// The handler timeout for groups whose config sets none.
-    ///
-    /// # Panics
-    ///
-    /// When `timeout` is zero: `"default_handler_timeout must be positive"`.
-    pub fn with_default_handler_timeout(mut self, timeout: Duration) -> Self {
-        assert!(!timeout.is_zero(), "default_handler_timeout must be positive");
-        self.default_handler_timeout = Some(timeout);
-        self
-    }
-
     /// The client's shutdown token: cancelled when the client is closed, which stops every group.
     pub fn broker_shutdown_token(&self) -> CancellationToken {
-        self.client.shutdown_token()
+        self.conn.shutdown_token()
     }
-
-    /// Declares topic `T`'s streams and consumer groups and registers a group for it (not started; see
-    /// [`RedisConsumerGroupRegistry::start_all`]).
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
-    /// sequenced, or the server refuses the declaration;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: nothing is registered until the declaration has completed, and declaring is
-    /// idempotent.
-    pub async fn register<T, H>(
-        &mut self,
-        config: RedisConsumerGroupConfig,
-        factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: Topic + 'static,
-        H: MessageHandler<T> + 'static,
-    {
-        self.add::<T, H>(false, config, factory, ctx).await
-    }
-
-    /// Declares the sequenced topic `T`'s shard streams and registers a per-key ordered group for it.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T`'s queue already has a group, `T` is
-    /// not sequenced, or the server refuses the declaration;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: nothing is registered until the declaration has completed.
-    pub async fn register_fifo<T, H>(
-        &mut self,
-        config: RedisConsumerGroupConfig,
-        factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: SequencedTopic + 'static,
-        H: MessageHandler<T> + 'static,
-    {
-        self.add::<T, H>(true, config, factory, ctx).await
-    }
-
-    async fn add<T, H>(
-        &mut self,
-        fifo: bool,
-        config: RedisConsumerGroupConfig,
-        factory: impl Fn() -> H + Send + Sync + 'static,
-        ctx: H::Context,
-    ) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let token = self.client.shutdown_token().child_token();
-        registry::add_group::<_, T, H>(self, fifo, config.settings, token, factory, ctx).await
-    }
-
-    /// Starts every group at its minimum size.
-    pub fn start_all(&mut self) {
-        registry::start_all(&mut self.groups);
-    }
-
-    /// The groups, by queue name.
-    pub fn groups(&self) -> &HashMap<String, RedisConsumerGroup> {
-        &self.groups
-    }
-
-    /// The groups, by queue name, for scaling by hand.
-    pub fn groups_mut(&mut self) -> &mut HashMap<String, RedisConsumerGroup> {
-        &mut self.groups
-    }
-
-    /// Stops every group after in-flight handlers finish.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: consumers already told to stop keep draining.
-    pub async fn shutdown_all(&mut self) {
-        registry::shutdown_all(&mut self.groups).await;
-    }
-
     /// Starts every group at its minimum size, waits for `signal` (or for the client to be closed), then
     /// stops every group and lets in-flight handlers finish within `drain_timeout` in all. Handlers still
     /// running at the deadline are abandoned; their entries stay pending and are delivered again.
@@ -233,7 +124,7 @@ impl RedisConsumerGroupRegistry {
                 g.group.stats()
             })
             .collect();
-        let broker = self.client.shutdown_token();
+        let broker = self.conn.shutdown_token();
         tokio::select! {
             _ = signal => {}
             _ = broker.cancelled() => {}
@@ -263,43 +154,12 @@ impl RedisConsumerGroupRegistry {
     }
 }
 
-#[allow(private_interfaces)]
-impl RegistryImpl for RedisConsumerGroupRegistry {
-    type GroupConfig = RedisConsumerGroupConfig;
-    type Transport = RedisTransport;
-
-    fn transport(&self) -> RedisTransport {
-        self.client.transport()
-    }
-
-    fn group_settings(config: &RedisConsumerGroupConfig) -> GroupSettings {
-        config.settings.clone()
-    }
-
-    fn default_handler_timeout(&self) -> Option<Duration> {
-        self.default_handler_timeout
-    }
-
-    fn set_default_handler_timeout(&mut self, timeout: Duration) {
-        self.default_handler_timeout = Some(timeout);
-    }
-
-    fn broker_token(&self) -> CancellationToken {
-        self.client.shutdown_token()
-    }
-
-    fn engine(&mut self) -> &mut dyn GroupSet {
-        &mut self.groups
-    }
-
-    fn directory(&self) -> Arc<GroupDirectory<Self>> {
-        self.client.directory()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::backend::internal::RegistryImpl;
 
     #[test]
     fn config_defaults_and_setters() {
