@@ -7,14 +7,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Acknowledges and deletes entry `ARGV[2]` of stream `KEYS[1]` for group `ARGV[1]`.
-/// Returns 1 if it was still pending (0: someone else settled it already).
-pub(crate) const ACK_SRC: &str = r"
-        if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-        redis.call('XDEL', KEYS[1], ARGV[2])
-        return 1
-        ";
-
 /// Settles entry `ARGV[2]` of `KEYS[1]` (group `ARGV[1]`) and appends the fields `ARGV[3..]` to stream
 /// `KEYS[2]` (a retry without delay, a dead letter, a hand-back). Nothing happens if the entry was already
 /// settled. Returns 1 when moved.
@@ -70,16 +62,3 @@ pub(crate) const RELEASE_SRC: &str = r"
         return 1
         ";
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SRC));
-
-/// Acknowledges and deletes every entry id in `ARGV[2..]` of stream `KEYS[1]` for group `ARGV[1]`.
-/// Returns how many were still pending.
-pub(crate) const ACK_MANY_SRC: &str = r"
-        local n = 0
-        for i = 2, #ARGV do
-            if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
-                redis.call('XDEL', KEYS[1], ARGV[i])
-                n = n + 1
-            end
-        end
-        return n
-        ";

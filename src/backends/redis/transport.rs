@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{RedisClient, redis_error};
@@ -313,17 +313,27 @@ impl Transport for RedisTransport {
     }
 }
 
-/// One settlement, as a server-side script call.
+/// One settlement waiting for its batch.
 struct Op {
-    script: &'static str,
-    keys: Vec<String>,
-    args: Vec<Vec<u8>>,
+    work: Work,
     done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+}
+
+/// What a settlement does on the server.
+enum Work {
+    /// Acknowledge and delete entry `id` of `stream` (batched per stream into one XACK + one XDEL).
+    Ack { stream: String, id: String },
+    /// A server-side script call (every other settlement: one atomic step each).
+    Script {
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    },
 }
 
 /// Sends settlements in batches: whoever finds no batch under way sends everything waiting (and keeps
 /// going while more arrives); everyone else just waits for their result. The acknowledgements of one stream
-/// become a single script call, so one round trip and one script run cover many messages.
+/// become one XACK and one XDEL, so one round trip and two commands cover many messages.
 #[derive(Default)]
 struct Batcher {
     waiting: std::sync::Mutex<Vec<Op>>,
@@ -331,21 +341,13 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(
-        &self,
-        client: &RedisClient,
-        script: &'static str,
-        keys: Vec<String>,
-        args: Vec<Vec<u8>>,
-    ) -> Result<()> {
+    async fn run(&self, client: &RedisClient, work: Work) -> Result<()> {
         use std::sync::atomic::Ordering;
         let (done, result) = tokio::sync::oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(Op {
-            script,
-            keys,
-            args,
-            done,
-        });
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Op { work, done });
         // Become the sender unless one is at work; a sender that stops re-checks for late arrivals, so no
         // settlement is left waiting without a sender.
         while self
@@ -353,6 +355,11 @@ impl Batcher {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            // Dropped half-way (the consumer aborted), the sender must still hand the role on.
+            let _sender = SenderRole(&self.sending);
+            // A consumer settles a whole read batch in one pass: let the rest of it queue up behind this
+            // settlement, so it goes in the same round trip instead of alone ahead of it.
+            tokio::task::yield_now().await;
             loop {
                 let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
                 if batch.is_empty() {
@@ -360,7 +367,7 @@ impl Batcher {
                 }
                 Self::send(client, batch).await;
             }
-            self.sending.store(false, Ordering::Release);
+            drop(_sender);
             if self.waiting.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
                 break;
             }
@@ -375,30 +382,40 @@ impl Batcher {
 
     async fn send(client: &RedisClient, batch: Vec<Op>) {
         let mut pipe = redis::pipe();
-        let mut acks: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut acks: Vec<(String, Vec<String>)> = Vec::new();
         let mut done = Vec::with_capacity(batch.len());
         for op in batch {
-            if op.script == scripts::ACK_SRC {
-                match acks.iter_mut().find(|(stream, _)| *stream == op.keys[0]) {
-                    Some((_, ids)) => ids.extend(op.args.into_iter().skip(1)),
-                    None => acks.push((op.keys[0].clone(), op.args)),
-                }
-            } else {
-                let cmd = pipe.cmd("EVAL").arg(op.script).arg(op.keys.len());
-                for k in &op.keys {
-                    cmd.arg(k);
-                }
-                for a in &op.args {
-                    cmd.arg(a);
+            match op.work {
+                Work::Ack { stream, id } => match acks.iter_mut().find(|(s, _)| *s == stream) {
+                    Some((_, ids)) => ids.push(id),
+                    None => acks.push((stream, vec![id])),
+                },
+                Work::Script { script, keys, args } => {
+                    let cmd = pipe.cmd("EVAL").arg(script).arg(keys.len());
+                    for k in &keys {
+                        cmd.arg(k);
+                    }
+                    for a in &args {
+                        cmd.arg(a);
+                    }
                 }
             }
             done.push(op.done);
         }
-        for (stream, args) in acks {
-            let cmd = pipe.cmd("EVAL").arg(scripts::ACK_MANY_SRC).arg(1).arg(stream);
-            for a in args {
-                cmd.arg(a);
-            }
+        // Acknowledgements: plain XACK + XDEL of every id, in a transaction so that a connection lost
+        // half-way leaves neither applied. (A script doing the same costs the server twice as much: one
+        // call per id instead of one command per batch. An id XACK finds already settled was deleted by
+        // whoever settled it, so the unconditional XDEL is harmless.)
+        for (stream, ids) in acks {
+            pipe.cmd("MULTI")
+                .cmd("XACK")
+                .arg(&stream)
+                .arg(client.group())
+                .arg(&ids)
+                .cmd("XDEL")
+                .arg(&stream)
+                .arg(&ids)
+                .cmd("EXEC");
         }
         let mut con = client.commands();
         let outcome = pipe
@@ -409,6 +426,15 @@ impl Batcher {
         for d in done {
             let _ = d.send(outcome.clone());
         }
+    }
+}
+
+/// Holds the sender role of a [`Batcher`]; gives it up when dropped.
+struct SenderRole<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SenderRole<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -426,16 +452,23 @@ struct StreamPlan {
     release: String,
 }
 
-/// A consumer: a reader task feeding deliveries through a bounded channel (so `receive` is cancel-safe
-/// and nothing is read that the engine cannot take), a mover task bringing due retries back.
+/// A consumer: a reader task feeding deliveries through a channel (so `receive` is cancel-safe), a mover
+/// task bringing due retries back.
+///
+/// Prefetch is exact: the reader holds one credit per entry it has read and not yet seen settled, and
+/// there are `prefetch` credits. Bounding the channel alone is not enough: an entry the engine has taken
+/// out of the channel is still pending on this consumer until it is settled.
 pub struct RedisSubscription {
     client: RedisClient,
+    credits: Arc<Semaphore>,
     streams: Arc<Vec<StreamPlan>>,
     dlq: Option<String>,
     sharded: bool,
     deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<RedisToken>>>>,
     stop: CancellationToken,
     reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The server's id of the reader's connection (0 until known), to cut its blocking read short on close.
+    reader_id: Arc<std::sync::atomic::AtomicI64>,
     batcher: Batcher,
 }
 
@@ -484,7 +517,9 @@ impl RedisSubscription {
         let streams = Arc::new(streams);
         let stop = client.shutdown_token().child_token();
         let prefetch = usize::from(options.prefetch.max(1));
-        let (tx, rx) = mpsc::channel(prefetch);
+        let credits = Arc::new(Semaphore::new(prefetch));
+        // Never full: at most `prefetch` deliveries exist unsettled, and one error report beyond them.
+        let (tx, rx) = mpsc::channel(prefetch + 1);
         let consumer = format!(
             "{}-{}-{}",
             client.group(),
@@ -501,19 +536,26 @@ impl RedisSubscription {
             sharded,
             consumer,
             min_idle,
+            connection_id: Arc::default(),
+            credits: credits.clone(),
+            prefetch,
+            debt: 0,
             tx,
             stop: stop.clone(),
         };
+        let reader_id = reader.connection_id.clone();
         let reader = tokio::spawn(reader.run());
         tokio::spawn(move_due(client.clone(), streams.clone(), stop.clone()));
         Ok(Self {
             client,
+            credits,
             streams,
             dlq: topology.dlq().map(str::to_string),
             sharded,
             deliveries: tokio::sync::Mutex::new(rx),
             stop,
             reader: tokio::sync::Mutex::new(Some(reader)),
+            reader_id,
             batcher: Batcher::default(),
         })
     }
@@ -524,7 +566,9 @@ impl RedisSubscription {
 
     async fn run_script(&self, script: &'static str, keys: &[&str], args: Vec<Vec<u8>>) -> Result<()> {
         let keys = keys.iter().map(|k| (*k).to_string()).collect();
-        self.batcher.run(&self.client, script, keys, args).await
+        self.batcher
+            .run(&self.client, Work::Script { script, keys, args })
+            .await
     }
 
     /// Acknowledges the entry and appends `copy` to `stream`, atomically.
@@ -598,11 +642,15 @@ impl Subscription for RedisSubscription {
     }
 
     async fn settle(&self, token: RedisToken, how: Settlement) -> Result<()> {
+        // Settled (or, on failure, left to the reclaim pass): no longer this consumer's to count.
+        let _credit = CreditBack(&self.credits);
         match how {
             Settlement::Ack => {
-                let args = vec![self.client.group().as_bytes().to_vec(), token.id.as_bytes().to_vec()];
-                self.run_script(scripts::ACK_SRC, &[&self.stream(&token).name], args)
-                    .await
+                let work = Work::Ack {
+                    stream: self.stream(&token).name.clone(),
+                    id: token.id,
+                };
+                self.batcher.run(&self.client, work).await
             }
             Settlement::Requeue { envelope, hold } => match hold {
                 Some(h) => {
@@ -640,6 +688,7 @@ impl Subscription for RedisSubscription {
     }
 
     fn abandon(&self, token: RedisToken, _envelope: Envelope) {
+        self.credits.add_permits(1);
         // The entry stays pending: make it claimable at once instead of after the idle time.
         let client = self.client.clone();
         let stream = self.stream(&token).name.clone();
@@ -661,8 +710,26 @@ impl Subscription for RedisSubscription {
                 let _ = hand_back_in_place(&self.client, &stream, &d.token.id).await;
             }
         }
-        if let Some(reader) = self.reader.lock().await.take() {
-            let _ = reader.await;
+        if let Some(mut reader) = self.reader.lock().await.take() {
+            // The reader may be waiting in a blocking read: unblock it rather than wait out the block time
+            // (an unblocked read returns nothing, so no entry is left pending on a consumer that is gone).
+            // Again until it ends, in case the read had not started yet when it was first unblocked.
+            loop {
+                let id = self.reader_id.load(std::sync::atomic::Ordering::Acquire);
+                if id != 0 {
+                    let _ = redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async::<Value>(&mut self.client.commands())
+                        .await;
+                }
+                if tokio::time::timeout(Duration::from_millis(50), &mut reader)
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
         }
     }
 }
@@ -670,6 +737,15 @@ impl Subscription for RedisSubscription {
 impl Drop for RedisSubscription {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Gives one credit back when dropped: when a settlement completes or is abandoned half-way.
+struct CreditBack<'a>(&'a Semaphore);
+
+impl Drop for CreditBack<'_> {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
     }
 }
 
@@ -700,11 +776,60 @@ struct Reader {
     sharded: bool,
     consumer: String,
     min_idle: Duration,
+    /// The server's id of `con`'s current connection; 0 when unknown (at start, after an error, which is
+    /// when the connection manager may have reconnected).
+    connection_id: Arc<std::sync::atomic::AtomicI64>,
+    /// One per entry this consumer may hold unsettled; taken when read, given back when settled.
+    credits: Arc<Semaphore>,
+    prefetch: usize,
+    /// Entries read beyond the credits taken (COUNT applies per stream), paid back from later credits.
+    debt: usize,
     tx: mpsc::Sender<Result<Delivery<RedisToken>>>,
     stop: CancellationToken,
 }
 
 impl Reader {
+    /// Waits for at least one credit, then takes every credit free: the number of entries to read.
+    /// Returns 0 when stopping.
+    async fn take_credits(&mut self) -> usize {
+        while self.debt > 0 {
+            tokio::select! {
+                _ = self.stop.cancelled() => return 0,
+                p = self.credits.acquire() => match p {
+                    Ok(p) => p.forget(),
+                    Err(_) => return 0,
+                },
+            }
+            self.debt -= 1;
+        }
+        let first = tokio::select! {
+            _ = self.stop.cancelled() => return 0,
+            p = self.credits.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return 0,
+            },
+        };
+        first.forget();
+        // Settlements finish in batches: let the rest of a batch hand its credits back before counting,
+        // rather than read one entry per round trip.
+        tokio::task::yield_now().await;
+        let more = self.credits.available_permits().min(self.prefetch - 1);
+        match self.credits.try_acquire_many(more as u32) {
+            Ok(p) => {
+                p.forget();
+                1 + more
+            }
+            Err(_) => 1,
+        }
+    }
+
+    /// Gives back the credits of entries not read after all.
+    fn return_credits(&self, n: usize) {
+        if n > 0 {
+            self.credits.add_permits(n);
+        }
+    }
+
     fn lock_key(stream: &str) -> String {
         format!("{stream}:owner")
     }
@@ -783,11 +908,15 @@ impl Reader {
             if !owned[i] {
                 continue;
             }
-            let free = self.tx.capacity();
+            let free = self.credits.available_permits();
+            let Ok(taken) = self.credits.try_acquire_many(free as u32) else {
+                return Ok(());
+            };
             if free == 0 {
                 return Ok(());
             }
-            let reply: Value = redis::cmd("XAUTOCLAIM")
+            taken.forget();
+            let reply = redis::cmd("XAUTOCLAIM")
                 .arg(&s.name)
                 .arg(self.client.group())
                 .arg(&self.consumer)
@@ -795,10 +924,17 @@ impl Reader {
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(free)
-                .query_async(&mut self.con)
-                .await
-                .map_err(|e| redis_error("reclaiming idle entries failed", e))?;
-            for (id, mut envelope) in autoclaim_reply(reply) {
+                .query_async::<Value>(&mut self.con)
+                .await;
+            let claimed = match reply {
+                Ok(reply) => autoclaim_reply(reply),
+                Err(e) => {
+                    self.return_credits(free);
+                    return Err(redis_error("reclaiming idle entries failed", e));
+                }
+            };
+            self.return_credits(free.saturating_sub(claimed.len()));
+            for (id, mut envelope) in claimed {
                 // Its consumer went away mid-handling: that attempt counts against the retry budget.
                 envelope.retry_count = envelope.retry_count.saturating_add(1);
                 let d = Delivery {
@@ -824,8 +960,8 @@ impl Reader {
 
     /// One blocking read of new entries, for as many as the engine can take.
     async fn read(&mut self, owned: &[bool]) -> Result<()> {
-        let names: Vec<(usize, &str)> = self
-            .streams
+        let streams = self.streams.clone();
+        let names: Vec<(usize, &str)> = streams
             .iter()
             .enumerate()
             .filter(|(i, _)| owned[*i])
@@ -839,18 +975,20 @@ impl Reader {
             }
             return Ok(());
         }
-        // Wait for room first: what is read is pending on this consumer until the engine settles it.
-        let permit = tokio::select! {
-            _ = self.stop.cancelled() => return Ok(()),
-            p = self.tx.reserve() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            },
-        };
-        // A full batch even when little room is free yet: reading one entry per round trip would cap
-        // throughput at the round-trip rate. What does not fit waits in `send` (still bounded: at most one
-        // batch beyond the channel).
-        let count = self.tx.max_capacity();
+        // Read only what this consumer may hold: what is read is pending on it until the engine settles it.
+        let count = self.take_credits().await;
+        if count > 0 && self.connection_id.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            match redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut self.con).await {
+                Ok(id) => self.connection_id.store(id, std::sync::atomic::Ordering::Release),
+                Err(e) => {
+                    self.return_credits(count);
+                    return Err(redis_error("asking Redis for the connection id failed", e));
+                }
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(self.client.group())
@@ -866,11 +1004,16 @@ impl Reader {
         for _ in &names {
             cmd.arg(">");
         }
-        let reply: Value = cmd
-            .query_async(&mut self.con)
-            .await
-            .map_err(|e| redis_error("reading from Redis failed", e))?;
-        let mut permit = Some(permit);
+        let reply = match cmd.query_async::<Value>(&mut self.con).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.return_credits(count);
+                self.connection_id.store(0, std::sync::atomic::Ordering::Release);
+                return Err(redis_error("reading from Redis failed", e));
+            }
+        };
+        // With several streams, COUNT applies to each.
+        let mut left = count;
         for (stream, read) in read_reply(reply) {
             let Some(&(index, _)) = names.iter().find(|(_, n)| *n == stream) else {
                 continue;
@@ -884,17 +1027,19 @@ impl Reader {
                         id,
                     },
                 };
-                match permit.take() {
-                    Some(_) if self.tx.is_closed() => self.give_back(Ok(d)).await,
-                    Some(p) => p.send(Ok(d)),
-                    None => {
-                        if let Err(unsent) = self.tx.send(Ok(d)).await {
-                            self.give_back(unsent.0).await;
-                        }
-                    }
+                if left == 0 {
+                    // Handing it back would let newer entries of its shard overtake it: keep it, and owe
+                    // the credit.
+                    self.debt += 1;
+                } else {
+                    left -= 1;
+                }
+                if let Err(unsent) = self.tx.send(Ok(d)).await {
+                    self.give_back(unsent.0).await;
                 }
             }
         }
+        self.return_credits(left);
         Ok(())
     }
 
