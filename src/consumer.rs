@@ -53,6 +53,10 @@ pub struct ConsumerOptions<B: Backend> {
     /// original commit together (default: false).
     #[cfg(feature = "rabbitmq-transactional")]
     pub exactly_once: bool,
+    /// NATS: the most deliveries the consumer's JetStream consumer may have outstanding (delivered and
+    /// not yet acknowledged) across all its clients (default: `None`, the server's default).
+    #[cfg(feature = "nats")]
+    pub max_ack_pending: Option<i64>,
     pub(crate) shutdown: Option<CancellationToken>,
     pub(crate) processing: Arc<AtomicBool>,
     pub(crate) consumer_group: Option<Arc<str>>,
@@ -74,6 +78,8 @@ impl<B: Backend> ConsumerOptions<B> {
             hold_queue_timeout: None,
             #[cfg(feature = "rabbitmq-transactional")]
             exactly_once: false,
+            #[cfg(feature = "nats")]
+            max_ack_pending: None,
             shutdown: None,
             processing: Arc::new(AtomicBool::new(false)),
             consumer_group: None,
@@ -189,6 +195,8 @@ impl<B: Backend> Clone for ConsumerOptions<B> {
             hold_queue_timeout: self.hold_queue_timeout,
             #[cfg(feature = "rabbitmq-transactional")]
             exactly_once: self.exactly_once,
+            #[cfg(feature = "nats")]
+            max_ack_pending: self.max_ack_pending,
             shutdown: self.shutdown.clone(),
             processing: self.processing.clone(),
             consumer_group: self.consumer_group.clone(),
@@ -207,6 +215,16 @@ impl ConsumerOptions<crate::markers::RabbitMq> {
     pub fn with_hold_queue_timeout(mut self, timeout: Duration) -> Self {
         assert!(!timeout.is_zero(), "hold_queue_timeout must be positive");
         self.hold_queue_timeout = Some(timeout);
+        self
+    }
+}
+
+#[cfg(feature = "nats")]
+impl ConsumerOptions<crate::markers::Nats> {
+    /// Sets [`ConsumerOptions::max_ack_pending`]: the JetStream consumer's `max_ack_pending`, the most
+    /// deliveries outstanding at once across every client of that consumer.
+    pub fn with_max_ack_pending(mut self, n: i64) -> Self {
+        self.max_ack_pending = Some(n);
         self
     }
 }

@@ -39,6 +39,8 @@ mod transport;
 
 #[cfg(feature = "inmemory")]
 pub mod inmemory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis-streams")]
@@ -65,6 +67,8 @@ pub use error::ShoveError;
 pub use handler::{MessageHandler, MessageHandlerExt};
 #[cfg(feature = "inmemory")]
 pub use markers::InMemory;
+#[cfg(feature = "nats")]
+pub use markers::Nats;
 #[cfg(feature = "rabbitmq")]
 pub use markers::RabbitMq;
 #[cfg(feature = "redis-streams")]

@@ -4,6 +4,10 @@
 #[cfg(feature = "inmemory")]
 pub struct InMemory;
 
+/// The NATS JetStream backend (`nats-server` with JetStream enabled, through `async-nats`).
+#[cfg(feature = "nats")]
+pub struct Nats;
+
 /// The RabbitMQ backend (AMQP 0-9-1 through `lapin`).
 #[cfg(feature = "rabbitmq")]
 pub struct RabbitMq;

@@ -3,7 +3,12 @@
 /// Defines a backend's `*ConsumerGroupConfig`: a named wrapper over the engine's group settings with the
 /// builder methods and getters that backend's shove 0.11 API lists (they differ a little per backend), so
 /// every backend's config behaves identically without a copy of each method.
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 macro_rules! group_config {
     ($(#[$doc:meta])* $name:ident, default = $default:expr, [$($method:ident),* $(,)?]) => {
         $(#[$doc])*
@@ -144,7 +149,12 @@ macro_rules! group_config {
 
 /// Defines a backend's `*ConsumerGroup`: a named wrapper over one engine group with the operations every
 /// backend's shove 0.11 API shares (its constructors stay with the backend, as they differ).
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 macro_rules! group_facade {
     ($(#[$doc:meta])* $name:ident, $config:ident) => {
         $(#[$doc])*
@@ -221,7 +231,12 @@ macro_rules! group_facade {
 /// Defines a backend's consumer-group registry: named groups on one connection, registered, started and
 /// stopped through the engine, and visible to `Broker::autoscaler` through the connection's directory.
 /// The connection field is `conn`; the backend says how to get its transport, shutdown token and directory.
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 macro_rules! group_registry {
     (
         $(#[$doc:meta])* $name:ident {
@@ -390,6 +405,9 @@ macro_rules! group_registry {
 
 #[cfg(feature = "inmemory")]
 pub(crate) mod inmemory;
+
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 
 #[cfg(feature = "rabbitmq")]
 pub(crate) mod rabbitmq;

@@ -4,7 +4,12 @@
 pub(crate) mod autoscale;
 pub(crate) mod consume;
 // Only backend facades run consumers directly.
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 pub(crate) mod direct;
 pub(crate) mod envelope;
 pub(crate) mod registry;

@@ -41,7 +41,12 @@ pub(crate) struct GroupSettings {
 impl GroupSettings {
     // Used by every backend; unused only in a build with no backend compiled in.
     #[cfg_attr(
-        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        not(any(
+            feature = "inmemory",
+            feature = "rabbitmq",
+            feature = "redis-streams",
+            feature = "nats"
+        )),
         allow(dead_code)
     )]
     /// Settings for `range` consumers with the crate defaults.
@@ -221,7 +226,12 @@ impl Group {
 
     // Used by every backend; unused only in a build with no backend compiled in.
     #[cfg_attr(
-        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        not(any(
+            feature = "inmemory",
+            feature = "rabbitmq",
+            feature = "redis-streams",
+            feature = "nats"
+        )),
         allow(dead_code)
     )]
     /// Stops every consumer and waits for in-flight handlers to finish.
@@ -368,7 +378,12 @@ pub(crate) enum Registries<R> {
     One(Arc<tokio::sync::Mutex<R>>),
     // Used by every backend; unused only in a build with no backend compiled in.
     #[cfg_attr(
-        not(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams")),
+        not(any(
+            feature = "inmemory",
+            feature = "rabbitmq",
+            feature = "redis-streams",
+            feature = "nats"
+        )),
         allow(dead_code)
     )]
     Directory(Arc<GroupDirectory<R>>),
@@ -507,7 +522,12 @@ where
 }
 
 /// Starts every group of `set` at its minimum size.
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 pub(crate) fn start_all(set: &mut dyn GroupSet) {
     for g in set.all_mut() {
         g.start();
@@ -515,7 +535,12 @@ pub(crate) fn start_all(set: &mut dyn GroupSet) {
 }
 
 /// Stops every group of `set`, all at once, and waits for their in-flight handlers.
-#[cfg(any(feature = "inmemory", feature = "rabbitmq", feature = "redis-streams"))]
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
 pub(crate) async fn shutdown_all(set: &mut dyn GroupSet) {
     let mut groups = set.all_mut();
     for g in groups.iter() {

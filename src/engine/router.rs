@@ -20,7 +20,10 @@ pub(crate) mod reasons {
     pub const SEQUENCE_POISONED: &str = "sequence_poisoned";
 
     /// The reason named `text`, as read back from a broker (`"unknown"` for one shove never writes).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
+        allow(dead_code)
+    )]
     pub fn parse(text: &str) -> &'static str {
         [REJECTED, MAX_RETRIES_EXCEEDED, OVERSIZE, DESERIALIZE, SEQUENCE_POISONED]
             .into_iter()

@@ -46,6 +46,8 @@ impl<B: Backend> From<&ConsumerOptions<B>> for ConsumerSettings {
                 hold_queue_timeout: o.hold_queue_timeout,
                 #[cfg(feature = "rabbitmq-transactional")]
                 exactly_once: o.exactly_once,
+                #[cfg(feature = "nats")]
+                max_ack_pending: o.max_ack_pending,
             },
         }
     }

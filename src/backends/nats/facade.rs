@@ -1,0 +1,311 @@
+//! The NATS facade types named as in shove: consumer, declarer, queue statistics, autoscaler. Each is a
+//! thin name over the engine (consumers, groups, autoscaling) or over the transport (declaring, depth).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::client::NatsClient;
+use super::registry::NatsConsumerGroupRegistry;
+use super::transport;
+use crate::autoscaler::{
+    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
+};
+use crate::consumer::ConsumerOptions;
+use crate::consumer_supervisor::SupervisorOutcome;
+use crate::engine::consume::Mode;
+use crate::engine::direct;
+use crate::engine::registry::Registries;
+use crate::error::Result;
+use crate::handler::MessageHandler;
+use crate::markers::Nats;
+use crate::topic::{SequencedTopic, Topic};
+use crate::topology::QueueTopology;
+use crate::transport::Source;
+
+/// Consumes from JetStream without a supervisor: one client of the topic's durable pull consumer.
+#[derive(Clone)]
+pub struct NatsConsumer {
+    client: NatsClient,
+}
+
+impl NatsConsumer {
+    /// A consumer on `client`.
+    pub fn new(client: NatsClient) -> Self {
+        Self { client }
+    }
+
+    pub(crate) fn client(&self) -> &NatsClient {
+        &self.client
+    }
+
+    async fn run_source<T, H>(
+        &self,
+        source: Source,
+        mode: Mode,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<Nats>,
+    ) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let connection = self.client.shutdown_token();
+        direct::run::<Nats, T, H, _>(
+            self.client.transport(),
+            &connection,
+            source,
+            mode,
+            handler,
+            ctx,
+            &options,
+        )
+        .await
+    }
+
+    /// Consumes topic `T` until the client is shut down or the options' shutdown token is cancelled
+    /// (in-flight handlers finish first; messages fetched but not started are handed back and delivered
+    /// again). Creates the topic's stream and consumer if they do not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached (after
+    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
+    /// server refuses the topic's stream or consumer (e.g. a stream of that name exists with other
+    /// settings).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe for handlers: dropping the future abandons in-flight messages, which the server
+    /// delivers again once their acknowledgement wait runs out. Stop through the shutdown token to drain
+    /// instead.
+    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Nats>) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Consumes the sequenced topic `T`'s shards in per-key order. One consumer at a time reads a topic's
+    /// shards; others stand by and take over when it stops.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsConsumer::run`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`NatsConsumer::run`].
+    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Nats>) -> Result<()>
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+    {
+        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
+            .await
+    }
+
+    /// Runs [`NatsConsumer::run_fifo`] until `signal` (or until the client is shut down), then drains
+    /// within `drain_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
+    pub async fn run_fifo_until_timeout<T, H, S>(
+        &self,
+        handler: H,
+        ctx: H::Context,
+        options: ConsumerOptions<Nats>,
+        signal: S,
+        drain_timeout: Duration,
+    ) -> SupervisorOutcome
+    where
+        T: SequencedTopic,
+        H: MessageHandler<T>,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let connection = self.client.shutdown_token();
+        direct::run_until_timeout::<Nats, T, H, _, S>(
+            self.client.transport(),
+            &connection,
+            Source::Shards(T::topology()),
+            handler,
+            ctx,
+            &options,
+            signal,
+            drain_timeout,
+        )
+        .await
+    }
+
+    /// Consumes `T`'s DLQ stream, calling [`MessageHandler::handle_dead`] for each message, until the
+    /// client is shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`NatsConsumer::run`].
+    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
+    where
+        T: Topic,
+        H: MessageHandler<T>,
+    {
+        let options = ConsumerOptions::<Nats>::new();
+        self.run_source::<T, H>(
+            Source::DeadLetters(T::topology()),
+            Mode::DeadLetters,
+            handler,
+            ctx,
+            options,
+        )
+        .await
+    }
+}
+
+/// Creates a topology's JetStream streams and consumers.
+pub struct NatsTopologyDeclarer {
+    client: NatsClient,
+}
+
+impl NatsTopologyDeclarer {
+    /// A declarer on `client`.
+    pub fn new(client: NatsClient) -> Self {
+        Self { client }
+    }
+
+    /// Creates the topology's streams (topic and DLQ) and durable consumers if they do not exist
+    /// (idempotent).
+    ///
+    /// # Errors
+    ///
+    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when the server refuses a declaration (e.g. a
+    /// stream of that name exists with other settings);
+    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: declarations are idempotent, so a cancelled call can simply be repeated.
+    pub async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        self.client.check_open()?;
+        transport::declare(&self.client, topology).await
+    }
+}
+
+/// Pending and acknowledgement-pending counts of a topic's JetStream consumer.
+#[derive(Debug, Clone, Default)]
+pub struct NatsQueueStats {
+    /// Messages in the stream not yet delivered to the consumer.
+    pub messages_pending: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub messages_ack_pending: u64,
+}
+
+/// Where [`NatsAutoscalerBackend`] reads queue depth.
+pub trait NatsQueueStatsProvider: Send + Sync {
+    /// The stats of `queue` (for a sequenced topic, its main queue name covers all shards).
+    fn get_queue_stats(&self, queue: &str) -> impl Future<Output = Result<NatsQueueStats>> + Send;
+}
+
+/// Reads a queue's depth from the server: its JetStream consumer's pending and ack-pending counts.
+#[derive(Clone)]
+pub struct JetStreamStatsProvider {
+    client: NatsClient,
+}
+
+impl JetStreamStatsProvider {
+    /// A provider for `client`'s streams.
+    pub fn new(client: NatsClient) -> Self {
+        Self { client }
+    }
+}
+
+impl NatsQueueStatsProvider for JetStreamStatsProvider {
+    async fn get_queue_stats(&self, queue: &str) -> Result<NatsQueueStats> {
+        self.client.check_open()?;
+        let (pending, ack_pending) = transport::queue_stats(&self.client, queue).await?;
+        Ok(NatsQueueStats {
+            messages_pending: pending,
+            messages_ack_pending: ack_pending,
+        })
+    }
+}
+
+/// Scales NATS consumer groups by their JetStream consumers' depth.
+pub struct NatsAutoscalerBackend<S: NatsQueueStatsProvider = JetStreamStatsProvider> {
+    stats: S,
+    registries: Registries<NatsConsumerGroupRegistry>,
+}
+
+impl NatsAutoscalerBackend<JetStreamStatsProvider> {
+    /// Scales the groups of `registry`, reading depth through `client`.
+    pub fn new(client: NatsClient, registry: Arc<Mutex<NatsConsumerGroupRegistry>>) -> Self {
+        Self::with_stats_provider(JetStreamStatsProvider::new(client), registry)
+    }
+
+    /// An [`Autoscaler`] over `registry` with the threshold strategy stabilized by `config`.
+    pub fn autoscaler(
+        client: NatsClient,
+        registry: Arc<Mutex<NatsConsumerGroupRegistry>>,
+        config: AutoscalerConfig,
+    ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
+        let strategy = Stabilized::new(
+            ThresholdStrategy {
+                scale_up_multiplier: config.scale_up_multiplier,
+                scale_down_multiplier: config.scale_down_multiplier,
+            },
+            config.hysteresis_duration,
+            config.cooldown_duration,
+        );
+        Autoscaler::new(Self::new(client, registry), strategy, config.poll_interval)
+    }
+
+    /// Scales every group created through `Broker::consumer_group` on `client`.
+    pub(crate) fn for_client(client: &NatsClient) -> Self {
+        Self {
+            stats: JetStreamStatsProvider::new(client.clone()),
+            registries: Registries::Directory(client.directory()),
+        }
+    }
+}
+
+impl<S: NatsQueueStatsProvider> NatsAutoscalerBackend<S> {
+    /// Scales the groups of `registry`, reading depth from `stats_provider`.
+    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<NatsConsumerGroupRegistry>>) -> Self {
+        Self {
+            stats: stats_provider,
+            registries: Registries::One(registry),
+        }
+    }
+}
+
+impl<S: NatsQueueStatsProvider> AutoscalerBackend for NatsAutoscalerBackend<S> {
+    type GroupId = String;
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(self.registries.names().await)
+    }
+
+    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
+        let view = self.registries.view(group).await?;
+        let stats = self.stats.get_queue_stats(&view.queue).await?;
+        Ok(ScalingMetrics::new(
+            stats.messages_pending,
+            stats.messages_ack_pending,
+            view.active,
+            view.prefetch,
+        ))
+    }
+
+    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
+        self.registries.scale(group, decision).await
+    }
+}

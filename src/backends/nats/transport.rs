@@ -1,0 +1,1059 @@
+//! The engine's transport on NATS JetStream.
+//!
+//! - A queue (a topic's main queue, or a DLQ) is a stream `SHOVE_<queue>` with work-queue retention and
+//!   file storage, and subjects `<queue>`, `<queue>.hold` and `<queue>.shard.<n>`.
+//! - Each role reads the stream through one durable pull consumer, created once per client:
+//!   `<queue>-consumer` (competing consumers share it), `<queue>-shards` (all shards, in stream order) and
+//!   `<queue>-hold`.
+//! - Prefetch is exact: a subscription pulls only as many messages as it has credits, one credit per
+//!   message not yet settled.
+//! - Ack: `+ACK`. Retry / defer: the updated copy is published (confirmed, with a deduplication id made
+//!   from the original's stream sequence, so a redelivered original cannot make a second copy) to the hold
+//!   subject with its due time, then the original is acknowledged. Messages in the hold subject are moved
+//!   back when due; one that is not due yet is nak'ed with the remaining delay, so the server holds it.
+//! - Dead letter: the copy goes to the DLQ's stream, then the original is acknowledged.
+//! - Hand-back: `-NAK` (with a delay when asked): the original keeps its place and its retry count.
+//! - Crash recovery: a message left unacknowledged is redelivered by the server after the ack wait; while
+//!   a handler runs, its message's ack wait is extended (`+WPI`) so long handlers are not redelivered.
+//! - Sequenced topics: one subscription at a time reads a topic's shards, holding a lock in the
+//!   stream `SHOVE_LOCKS` (renewed; it expires if its holder dies); the others stand by.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::subject::Subject;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::client::NatsClient;
+use crate::engine::envelope::new_message_id;
+use crate::engine::router::reasons;
+use crate::error::{Result, ShoveError};
+use crate::topology::QueueTopology;
+use crate::transport::{
+    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport, headers,
+};
+
+/// Header names on NATS (spec: `Shove-*` for the engine's, `Nats-Msg-Id` for the server's deduplication).
+mod names {
+    pub const MESSAGE_ID: &str = "Shove-Message-Id";
+    pub const RETRY_COUNT: &str = "Shove-Retry-Count";
+    pub const DEATH_REASON: &str = "Shove-Death-Reason";
+    pub const DEATH_COUNT: &str = "Shove-Death-Count";
+    pub const ORIGINAL_QUEUE: &str = "Shove-Original-Queue";
+    /// The server's deduplication id: the message id on a first publish, an attempt id on copies.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// When a held message is due (milliseconds since the epoch).
+    pub const DUE: &str = "Shove-Due";
+    /// The subject a held message goes back to.
+    pub const TARGET: &str = "Shove-Target";
+}
+use names::{DUE, MSG_ID, TARGET};
+
+/// Whether a header is shove's or the server's (every other header is the user's).
+fn is_reserved(name: &str) -> bool {
+    name.starts_with("Shove-") || name.starts_with("Nats-") || name == headers::SEQUENCE_KEY
+}
+
+/// How long a pull request waits for messages: also the longest a closing subscription waits for the
+/// request it has open to end (messages sent to a request nobody reads would wait out the ack wait).
+const PULL_EXPIRES: Duration = Duration::from_millis(300);
+/// The server redelivers a message not acknowledged (or extended) within this time.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How often the ack wait of messages being handled is extended.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Window in which a republished copy with the same id is dropped as a duplicate.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Unacknowledged messages one consumer (shared by every subscription of a queue) may have out.
+const MAX_ACK_PENDING: i64 = 100_000;
+/// Held messages wait unacknowledged (nak'ed with their delay): no practical limit.
+const HOLD_MAX_ACK_PENDING: i64 = 10_000_000;
+/// Held messages one mover pass handles at most.
+const MOVE_BATCH: usize = 500;
+/// The stream of sequenced-topic locks, and its subjects' prefix.
+const LOCK_STREAM: &str = "SHOVE_LOCKS";
+const LOCK_SUBJECT_PREFIX: &str = "shove-locks";
+/// A lock not renewed for this long is free again.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How often a lock is renewed, and a standby tries to take it.
+const LOCK_RENEW: Duration = Duration::from_secs(2);
+
+/// `queue` as a stream or consumer name: characters NATS reserves there become `_`.
+fn token(queue: &str) -> String {
+    queue
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `queue` as a subject: as is (spec: subjects `{queue}`, `{queue}.shard.{i}`), wildcards and blanks
+/// replaced.
+fn subject_base(queue: &str) -> String {
+    queue
+        .chars()
+        .map(|c| {
+            if c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The stream holding `queue`.
+pub(crate) fn stream_name(queue: &str) -> String {
+    format!("SHOVE_{}", token(queue))
+}
+
+fn main_subject(queue: &str) -> String {
+    subject_base(queue)
+}
+
+fn hold_subject(queue: &str) -> String {
+    format!("{}.hold", subject_base(queue))
+}
+
+fn shard_subject(queue: &str, shard: u16) -> String {
+    format!("{}.shard.{shard}", subject_base(queue))
+}
+
+fn shards_filter(queue: &str) -> String {
+    format!("{}.shard.*", subject_base(queue))
+}
+
+fn nats_error(what: &str, e: impl std::fmt::Display) -> ShoveError {
+    ShoveError::Connection(format!("{what}: {e}"))
+}
+
+/// The subject a message of `topology` is published to (its shard on sequenced topics).
+fn subject_for(topology: &QueueTopology, env: &Envelope) -> String {
+    match topology.sequencing() {
+        Some(seq) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            env.sequence_key.as_deref().unwrap_or("").hash(&mut h);
+            shard_subject(topology.queue(), (h.finish() % u64::from(seq.routing_shards())) as u16)
+        }
+        None => main_subject(topology.queue()),
+    }
+}
+
+/// Escapes what a header name or value may not contain (`%`, `:` in names, control characters).
+fn escape(s: &str, name: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '%' || (name && (c == ':' || c == ' ')) || c.is_control() || (name && !c.is_ascii()) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The headers that carry `env`.
+fn headers_of(env: &Envelope) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(names::MESSAGE_ID, env.message_id.to_text());
+    h.insert(names::RETRY_COUNT, env.retry_count.to_string());
+    if let Some(key) = &env.sequence_key {
+        h.insert(headers::SEQUENCE_KEY, escape(key, false));
+    }
+    if let Some(d) = &env.death {
+        h.insert(names::DEATH_REASON, d.reason);
+        h.insert(names::DEATH_COUNT, d.count.to_string());
+        h.insert(names::ORIGINAL_QUEUE, escape(&d.original_queue, false));
+    }
+    for (k, v) in env.headers.iter() {
+        h.insert(escape(k, true), escape(v, false));
+    }
+    h
+}
+
+/// Rebuilds the envelope of a delivered message.
+fn envelope_of(payload: &Bytes, h: Option<&HeaderMap>) -> Envelope {
+    let mut env = Envelope {
+        payload: payload.to_vec(),
+        message_id: MessageId::Text(Arc::from("")),
+        retry_count: 0,
+        sequence_key: None,
+        headers: Arc::default(),
+        death: None,
+    };
+    let (mut id, mut dedup_id) = (None, None);
+    let mut user = HashMap::new();
+    let (mut death_reason, mut death_count, mut original_queue) = (None, None, None);
+    if let Some(h) = h {
+        for (name, values) in h.iter() {
+            let Some(value) = values.first() else { continue };
+            let (name, value) = (<async_nats::HeaderName as AsRef<str>>::as_ref(name), value.as_str());
+            match name {
+                names::MESSAGE_ID => id = Some(MessageId::parse(value)),
+                names::MSG_ID => dedup_id = Some(MessageId::parse(value)),
+                names::RETRY_COUNT => env.retry_count = value.parse().unwrap_or(0),
+                headers::SEQUENCE_KEY => env.sequence_key = Some(Arc::from(unescape(value))),
+                names::DEATH_REASON => death_reason = Some(value.to_string()),
+                names::DEATH_COUNT => death_count = value.parse().ok(),
+                names::ORIGINAL_QUEUE => original_queue = Some(unescape(value)),
+                other if !is_reserved(other) => {
+                    user.insert(unescape(other), unescape(value));
+                }
+                _ => {}
+            }
+        }
+    }
+    // A message published by another client may carry only the server's deduplication id.
+    env.message_id = id.or(dedup_id).unwrap_or_else(new_message_id);
+    if !user.is_empty() {
+        env.headers = Arc::new(user);
+    }
+    env.death = death_reason.map(|r| {
+        Box::new(Death {
+            reason: reasons::parse(&r),
+            original_queue: Arc::from(original_queue.unwrap_or_default()),
+            count: death_count.unwrap_or(1),
+        })
+    });
+    env
+}
+
+/// Creates the stream of `queue` if it does not exist.
+async fn ensure_stream(client: &NatsClient, queue: &str) -> Result<stream::Stream> {
+    let name = stream_name(queue);
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![main_subject(queue), hold_subject(queue), shards_filter(queue)],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    client
+        .jetstream()
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| nats_error(&format!("cannot create or open the JetStream stream {name} for '{queue}' (is the server running with JetStream enabled, -js?)"), e))
+}
+
+/// Creates the streams of a topic (and of its DLQ). Idempotent; remembered per client.
+pub(crate) async fn declare(client: &NatsClient, topology: &QueueTopology) -> Result<()> {
+    client.check_open()?;
+    let mut queues = vec![topology.queue()];
+    queues.extend(topology.dlq());
+    for queue in queues {
+        let key = format!("stream/{}", stream_name(queue));
+        if client.cache().lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+            continue;
+        }
+        ensure_stream(client, queue).await?;
+        client.cache().lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+    }
+    Ok(())
+}
+
+/// Which durable consumer of a stream.
+#[derive(Clone, Copy)]
+enum Role {
+    Main,
+    Sequenced,
+    Hold,
+}
+
+impl Role {
+    /// The durable consumer's name (spec: `{queue}-consumer`, `{dlq}-consumer`).
+    fn consumer_name(self, queue: &str) -> String {
+        let suffix = match self {
+            Role::Main => "consumer",
+            Role::Sequenced => "shards",
+            Role::Hold => "hold",
+        };
+        format!("{}-{suffix}", token(queue))
+    }
+}
+
+/// The durable consumer of `role` on `queue`'s stream, created if missing.
+async fn open_consumer(
+    client: &NatsClient,
+    queue: &str,
+    role: Role,
+    max_ack_pending: Option<i64>,
+) -> Result<PullConsumer> {
+    let stream = ensure_stream(client, queue).await?;
+    let (filter, default_max) = match role {
+        Role::Main => (main_subject(queue), MAX_ACK_PENDING),
+        Role::Sequenced => (shards_filter(queue), MAX_ACK_PENDING),
+        Role::Hold => (hold_subject(queue), HOLD_MAX_ACK_PENDING),
+    };
+    let name = role.consumer_name(queue);
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: filter,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        deliver_policy: DeliverPolicy::All,
+        max_deliver: -1,
+        max_ack_pending: max_ack_pending.unwrap_or(default_max),
+        ..Default::default()
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        nats_error(
+            &format!(
+                "cannot create or open the JetStream consumer '{name}' of {}",
+                stream_name(queue)
+            ),
+            e,
+        )
+    };
+    let mut consumer: PullConsumer = stream
+        .get_or_create_consumer(&name, config.clone())
+        .await
+        .map_err(|e| failed(&e))?;
+    // An explicit budget wins over the one the consumer was created with.
+    if max_ack_pending.is_some_and(|m| consumer.cached_info().config.max_ack_pending != m) {
+        consumer = client
+            .jetstream()
+            .update_consumer_on_stream(config, stream_name(queue))
+            .await
+            .map_err(|e| failed(&e))?;
+    }
+    Ok(consumer)
+}
+
+/// Publishes `messages` and waits for the server to store each. Returns how many were stored, in order,
+/// along with the first error.
+pub(crate) async fn publish_envelopes(
+    client: &NatsClient,
+    topology: &'static QueueTopology,
+    messages: Vec<Envelope>,
+) -> (u64, Result<()>) {
+    if let Err(e) = client.check_open() {
+        return (0, Err(e));
+    }
+    let js = client.jetstream();
+    let mut acks = Vec::with_capacity(messages.len());
+    for env in &messages {
+        let mut h = headers_of(env);
+        // A publish the client retried is stored once.
+        h.insert(MSG_ID, env.message_id.to_text());
+        let sent = js
+            .publish_with_headers(subject_for(topology, env), h, Bytes::from(env.payload.clone()))
+            .await;
+        match sent {
+            Ok(ack) => acks.push(ack),
+            Err(e) => {
+                let stored = confirmed(acks).await;
+                return (
+                    stored.0,
+                    Err(stored.1.err().unwrap_or_else(|| publish_error(topology, e))),
+                );
+            }
+        }
+    }
+    let (n, r) = confirmed(acks).await;
+    (
+        n,
+        r.map_err(|e| match e {
+            ShoveError::Connection(m) => ShoveError::Connection(format!("publishing to '{}': {m}", topology.queue())),
+            other => other,
+        }),
+    )
+}
+
+fn publish_error(topology: &QueueTopology, e: impl std::fmt::Display) -> ShoveError {
+    nats_error(
+        &format!(
+            "publishing to '{}' failed (declare the topic first, and check the server is up)",
+            topology.queue()
+        ),
+        e,
+    )
+}
+
+/// Awaits publish acknowledgements in order: how many succeeded before the first failure.
+async fn confirmed(acks: Vec<async_nats::jetstream::context::PublishAckFuture>) -> (u64, Result<()>) {
+    let results = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
+    let mut n = 0;
+    for r in results {
+        match r {
+            Ok(_) => n += 1,
+            Err(e) => return (n, Err(nats_error("the server did not confirm a publish", e))),
+        }
+    }
+    (n, Ok(()))
+}
+
+/// Pending (not yet delivered) and unacknowledged counts of the consumer reading `queue`.
+pub(crate) async fn queue_stats(client: &NatsClient, queue: &str) -> Result<(u64, u64)> {
+    client.check_open()?;
+    let js = client.jetstream();
+    let name = stream_name(queue);
+    let mut stream = js.get_stream(&name).await.map_err(|e| {
+        nats_error(
+            &format!("cannot read the stream of '{queue}' ({name}); declare the topic first"),
+            e,
+        )
+    })?;
+    let (mut pending, mut ack_pending, mut found) = (0, 0, false);
+    for role in [Role::Main, Role::Sequenced] {
+        if let Ok(info) = stream.consumer_info(role.consumer_name(queue)).await {
+            pending += info.num_pending;
+            ack_pending += info.num_ack_pending as u64;
+            found = true;
+        }
+    }
+    if !found {
+        // Nobody consumes yet: everything stored is pending (held retries excepted, they are not due).
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| nats_error(&format!("cannot read the stream of '{queue}'"), e))?;
+        pending = info.state.messages;
+    }
+    Ok((pending, ack_pending))
+}
+
+/// The transport: a NATS client.
+#[derive(Clone)]
+pub struct NatsTransport {
+    client: NatsClient,
+}
+
+impl NatsTransport {
+    pub(crate) fn new(client: NatsClient) -> Self {
+        Self { client }
+    }
+}
+
+impl Transport for NatsTransport {
+    const NAME: &'static str = "nats";
+    type Subscription = NatsSubscription;
+
+    async fn declare(&self, topology: &QueueTopology) -> Result<()> {
+        declare(&self.client, topology).await
+    }
+
+    async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        publish_envelopes(&self.client, topology, messages).await
+    }
+
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<NatsSubscription> {
+        NatsSubscription::open(self.client.clone(), source, options).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth> {
+        let (ready, in_flight) = queue_stats(&self.client, queue).await?;
+        Ok(Depth { ready, in_flight })
+    }
+}
+
+/// The settle handle of one delivery.
+pub struct NatsToken {
+    reply: Subject,
+    subject: Subject,
+    sequence: u64,
+}
+
+/// Messages being handled, by stream sequence: their ack wait is extended until they are settled.
+type Handling = Arc<std::sync::Mutex<HashMap<u64, Subject>>>;
+
+/// A consumer: a reader task feeding deliveries through a channel (so `receive` is cancel-safe), a mover
+/// task bringing due retries back, a task extending the ack wait of messages being handled.
+pub struct NatsSubscription {
+    client: NatsClient,
+    /// The queue read (a DLQ when consuming dead letters): where copies held for later go.
+    queue: String,
+    dlq: Option<String>,
+    credits: Arc<Semaphore>,
+    handling: Handling,
+    deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<NatsToken>>>>,
+    stop: CancellationToken,
+    reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl NatsSubscription {
+    async fn open(client: NatsClient, source: Source, options: &SubscribeOptions) -> Result<Self> {
+        let topology = source.topology();
+        declare(&client, topology).await?;
+        let (queue, role) = match source {
+            Source::Main(t) => (t.queue().to_string(), Role::Main),
+            Source::Shards(t) => (t.queue().to_string(), Role::Sequenced),
+            Source::DeadLetters(t) => match t.dlq() {
+                Some(d) => (d.to_string(), Role::Main),
+                None => {
+                    return Err(ShoveError::Topology(format!(
+                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
+                        t.queue()
+                    )));
+                }
+            },
+        };
+        let consumer = open_consumer(&client, &queue, role, options.max_ack_pending).await?;
+        let lock = match role {
+            Role::Sequenced => Some(Lock::open(&client, &token(&queue)).await?),
+            _ => None,
+        };
+        let prefetch = usize::from(options.prefetch.max(1));
+        let credits = Arc::new(Semaphore::new(prefetch));
+        let (tx, rx) = mpsc::channel(prefetch + 1);
+        let stop = client.shutdown_token().child_token();
+        let handling = Handling::default();
+        let reader = Reader {
+            client: client.clone(),
+            consumer,
+            lock,
+            credits: credits.clone(),
+            prefetch,
+            handling: handling.clone(),
+            tx,
+            stop: stop.clone(),
+        };
+        let reader = tokio::spawn(reader.run());
+        if !matches!(source, Source::DeadLetters(_)) {
+            let hold = open_consumer(&client, &queue, Role::Hold, None).await?;
+            tokio::spawn(move_due(client.clone(), hold, stop.clone()));
+        }
+        tokio::spawn(extend_ack_wait(client.clone(), handling.clone(), stop.clone()));
+        Ok(Self {
+            client,
+            queue,
+            dlq: topology.dlq().map(str::to_string),
+            credits,
+            handling,
+            deliveries: tokio::sync::Mutex::new(rx),
+            stop,
+            reader: tokio::sync::Mutex::new(Some(reader)),
+        })
+    }
+
+    /// Sends an acknowledgement kind for a delivery.
+    async fn reply(&self, token: &NatsToken, kind: AckKind) -> Result<()> {
+        self.client
+            .core()
+            .publish(token.reply.clone(), Bytes::from(kind))
+            .await
+            .map_err(|e| nats_error("settling a message failed", e))
+    }
+
+    /// Publishes `copy` to `subject` with deduplication id `id` (and `extra` headers), waits until the
+    /// server stored it, then acknowledges the original.
+    async fn replace(
+        &self,
+        token: &NatsToken,
+        subject: String,
+        id: String,
+        copy: &Envelope,
+        extra: &[(&str, String)],
+    ) -> Result<()> {
+        let mut h = headers_of(copy);
+        h.insert(MSG_ID, id.as_str());
+        for (k, v) in extra {
+            h.insert(*k, v.as_str());
+        }
+        let ack = self
+            .client
+            .jetstream()
+            .publish_with_headers(subject, h, Bytes::from(copy.payload.clone()))
+            .await
+            .map_err(|e| nats_error("publishing the follow-up copy of a message failed", e))?;
+        ack.await
+            .map_err(|e| nats_error("the server did not confirm the follow-up copy of a message", e))?;
+        self.reply(token, AckKind::Ack).await
+    }
+
+    /// Holds `copy` in the hold subject until `delay` passed, then it goes back to the original subject.
+    async fn hold(&self, token: &NatsToken, delay: Duration, copy: &Envelope, tag: &str) -> Result<()> {
+        let due = chrono::Utc::now().timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        self.replace(
+            token,
+            hold_subject(&self.queue),
+            format!("{}:{tag}", token.sequence),
+            copy,
+            &[(DUE, due.to_string()), (TARGET, token.subject.to_string())],
+        )
+        .await
+    }
+}
+
+/// Gives one credit back (and forgets the message's progress) when dropped: when a settlement completes
+/// or is abandoned half-way.
+struct Settled<'a> {
+    credits: &'a Semaphore,
+    handling: &'a Handling,
+    sequence: u64,
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        self.handling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.sequence);
+        self.credits.add_permits(1);
+    }
+}
+
+impl Subscription for NatsSubscription {
+    type Token = NatsToken;
+
+    async fn receive(&self, max: usize, out: &mut Vec<Delivery<NatsToken>>) -> Result<bool> {
+        let mut rx = self.deliveries.lock().await;
+        let first = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(false),
+            d = rx.recv() => d,
+        };
+        match first {
+            None => Ok(false),
+            Some(Err(e)) => Err(e),
+            Some(Ok(d)) => {
+                out.push(d);
+                while out.len() < max {
+                    match rx.try_recv() {
+                        Ok(Ok(d)) => out.push(d),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "NATS reader reported an error after a delivery");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn settle(&self, token: NatsToken, how: Settlement) -> Result<()> {
+        let _settled = Settled {
+            credits: &self.credits,
+            handling: &self.handling,
+            sequence: token.sequence,
+        };
+        match how {
+            Settlement::Ack => self.reply(&token, AckKind::Ack).await,
+            Settlement::Requeue { envelope, hold } => match hold {
+                Some(h) => self.hold(&token, h.delay, &envelope, "r").await,
+                None => {
+                    let subject = token.subject.to_string();
+                    let id = format!("{}:r", token.sequence);
+                    self.replace(&token, subject, id, &envelope, &[]).await
+                }
+            },
+            Settlement::DeadLetter { envelope } => {
+                let Some(dlq) = self.dlq.clone() else {
+                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
+                };
+                let id = format!("{}:{}:dead", stream_name(&self.queue), token.sequence);
+                self.replace(&token, main_subject(&dlq), id, &envelope, &[]).await
+            }
+            Settlement::Release { delay, .. } => self.reply(&token, AckKind::Nak(delay.filter(|d| !d.is_zero()))).await,
+        }
+    }
+
+    fn abandon(&self, token: NatsToken, _envelope: Envelope) {
+        self.handling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token.sequence);
+        self.credits.add_permits(1);
+        // Redeliverable at once rather than after the ack wait.
+        let core = self.client.core().clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = core.publish(token.reply, Bytes::from(AckKind::Nak(None))).await;
+            });
+        }
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        // Deliveries read but never handed to the engine go back, including what the reader still gets
+        // from the pull request it has open.
+        let mut rx = self.deliveries.lock().await;
+        rx.close();
+        while let Some(d) = rx.recv().await {
+            if let Ok(d) = d {
+                let _ = self.reply(&d.token, AckKind::Nak(None)).await;
+            }
+        }
+        if let Some(reader) = self.reader.lock().await.take() {
+            let _ = reader.await;
+        }
+        let _ = self.client.core().flush().await;
+    }
+}
+
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The lock that makes one subscription at a time the reader of a sequenced topic: the last message on
+/// subject `shove-locks.<queue>` of stream `SHOVE_LOCKS` names the holder. Writes are conditional on the
+/// subject's last sequence (what a key-value bucket does; async-nats 0.47's bucket API cannot read
+/// nats-server 2.9's replies), and messages
+/// expire after the lock's time to live, so a holder that dies frees the lock.
+struct Lock {
+    js: async_nats::jetstream::Context,
+    stream: stream::Stream,
+    subject: String,
+    owner: String,
+    /// Sequence of our last write, while we hold the lock.
+    held: Option<u64>,
+}
+
+impl Lock {
+    async fn open(client: &NatsClient, queue_token: &str) -> Result<Self> {
+        let config = stream::Config {
+            name: LOCK_STREAM.to_string(),
+            subjects: vec![format!("{LOCK_SUBJECT_PREFIX}.>")],
+            max_messages_per_subject: 1,
+            max_age: LOCK_TTL,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        let stream = client
+            .jetstream()
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| nats_error("cannot create the stream of sequenced-topic locks", e))?;
+        Ok(Self {
+            js: client.jetstream().clone(),
+            stream,
+            subject: format!("{LOCK_SUBJECT_PREFIX}.{queue_token}"),
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            held: None,
+        })
+    }
+
+    /// Writes `value` if the subject's last sequence is still `expected`: whether it was written.
+    async fn write(&mut self, value: &str, expected: u64) -> Option<u64> {
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(value.to_string()))
+            .expected_last_subject_sequence(expected);
+        let ack = self.js.send_publish(self.subject.clone(), message).await.ok()?;
+        ack.await.ok().map(|a| a.sequence)
+    }
+
+    /// Takes or renews the lock; whether this subscription holds it.
+    async fn claim(&mut self) -> bool {
+        let owner = self.owner.clone();
+        let expected = match self.held {
+            Some(seq) => Some(seq),
+            None => match self.stream.get_last_raw_message_by_subject(&self.subject).await {
+                // Free, or released by its holder.
+                Ok(m) if m.payload.is_empty() => Some(m.sequence),
+                Ok(_) => None,
+                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Some(0),
+                Err(_) => None,
+            },
+        };
+        self.held = match expected {
+            Some(expected) => self.write(&owner, expected).await,
+            None => None,
+        };
+        self.held.is_some()
+    }
+
+    async fn release(&mut self) {
+        if let Some(seq) = self.held.take() {
+            let _ = self.write("", seq).await;
+        }
+    }
+}
+
+/// Pulls messages for one subscription.
+struct Reader {
+    client: NatsClient,
+    consumer: PullConsumer,
+    lock: Option<Lock>,
+    /// One per message this subscription may hold unsettled; taken when pulled, given back when settled.
+    credits: Arc<Semaphore>,
+    prefetch: usize,
+    handling: Handling,
+    tx: mpsc::Sender<Result<Delivery<NatsToken>>>,
+    stop: CancellationToken,
+}
+
+impl Reader {
+    /// Waits for at least one credit, then takes every credit free. Returns 0 when stopping.
+    async fn take_credits(&self) -> usize {
+        let first = tokio::select! {
+            _ = self.stop.cancelled() => return 0,
+            p = self.credits.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return 0,
+            },
+        };
+        first.forget();
+        // Settlements finish in bursts: let the rest of a burst hand its credits back before counting.
+        tokio::task::yield_now().await;
+        let more = self.credits.available_permits().min(self.prefetch - 1);
+        match self.credits.try_acquire_many(more as u32) {
+            Ok(p) => {
+                p.forget();
+                1 + more
+            }
+            Err(_) => 1,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        let mut last_claim: Option<tokio::time::Instant> = None;
+        let mut owned = self.lock.is_none();
+        while !self.stop.is_cancelled() {
+            if let Some(lock) = self.lock.as_mut()
+                && last_claim.is_none_or(|t| t.elapsed() >= LOCK_RENEW)
+            {
+                last_claim = Some(tokio::time::Instant::now());
+                owned = lock.claim().await;
+            }
+            if !owned {
+                // A standby: wait for the lock to come free.
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    _ = tokio::time::sleep(LOCK_RENEW) => {}
+                }
+                continue;
+            }
+            match self.pull().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "NATS consumer pull failed; retrying");
+                    if failures == 5 && self.tx.send(Err(e)).await.is_err() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))) => {}
+                    }
+                }
+            }
+        }
+        if let Some(lock) = self.lock.as_mut() {
+            lock.release().await;
+        }
+    }
+
+    /// One pull request for as many messages as there are credits; forwards them as they arrive.
+    async fn pull(&mut self) -> Result<()> {
+        let count = self.take_credits().await;
+        if count == 0 {
+            return Ok(());
+        }
+        let batch = self
+            .consumer
+            .batch()
+            .max_messages(count)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                self.credits.add_permits(count);
+                return Err(nats_error("pulling messages from NATS failed", e));
+            }
+        };
+        let mut left = count;
+        let mut failed = None;
+        // The request runs to its end even when stopping: a message the server sends to a request nobody
+        // reads any more would only come back after the ack wait.
+        while let Some(m) = batch.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    failed = Some(nats_error("pulling messages from NATS failed", e));
+                    break;
+                }
+            };
+            let Some(reply) = m.reply.clone() else { continue };
+            let (sequence, delivered) = match m.info() {
+                Ok(info) => (info.stream_sequence, info.delivered),
+                Err(_) => (0, 1),
+            };
+            let envelope = envelope_of(&m.payload, m.headers.as_ref());
+            let token = NatsToken {
+                reply: reply.clone(),
+                subject: m.subject.clone(),
+                sequence,
+            };
+            let d = Delivery {
+                envelope,
+                redelivered: delivered > 1,
+                token,
+            };
+            left = left.saturating_sub(1);
+            self.handling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(sequence, reply.clone());
+            if self.tx.send(Ok(d)).await.is_err() {
+                // Closed: back to the server at once.
+                self.handling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&sequence);
+                let _ = self.client.core().publish(reply, Bytes::from(AckKind::Nak(None))).await;
+            }
+        }
+        if left > 0 {
+            self.credits.add_permits(left);
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Moves due held messages back to their subjects until `stop`; nak's the others with their remaining
+/// delay, so the server keeps them until then.
+async fn move_due(client: NatsClient, hold: PullConsumer, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return,
+            b = hold.batch().max_messages(MOVE_BATCH).expires(PULL_EXPIRES).messages() => b,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "pulling held messages failed; will try again");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        let messages: Vec<_> = batch.filter_map(|m| async move { m.ok() }).collect().await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let moves = messages.into_iter().map(|m| {
+            let client = client.clone();
+            async move { move_one(&client, m, now).await }
+        });
+        futures::future::join_all(moves).await;
+    }
+}
+
+/// Moves one held message back if it is due, else hands it back to the server for the time left.
+async fn move_one(client: &NatsClient, m: async_nats::jetstream::Message, now: i64) {
+    let Some(h) = m.headers.as_ref() else {
+        let _ = m.ack_with(AckKind::Term).await;
+        return;
+    };
+    let due: i64 = h.get(DUE).and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
+    let Some(target) = h.get(TARGET).map(|v| v.as_str().to_string()) else {
+        let _ = m.ack_with(AckKind::Term).await;
+        return;
+    };
+    if due > now {
+        let left = Duration::from_millis((due - now) as u64);
+        let _ = m.ack_with(AckKind::Nak(Some(left))).await;
+        return;
+    }
+    let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let mut copy = HeaderMap::new();
+    for (name, values) in h.iter() {
+        let n = <async_nats::HeaderName as AsRef<str>>::as_ref(name);
+        if n == DUE || n == TARGET || n == MSG_ID {
+            continue;
+        }
+        if let Some(v) = values.first() {
+            copy.insert(n, v.as_str());
+        }
+    }
+    copy.insert(MSG_ID, format!("{sequence}:due").as_str());
+    let stored = match client
+        .jetstream()
+        .publish_with_headers(target, copy, m.payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        let _ = m.ack().await;
+    } else {
+        // Try again soon; the deduplication id makes a second copy harmless.
+        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
+    }
+}
+
+/// Extends the ack wait of messages being handled, so a long handler is not mistaken for a dead one.
+async fn extend_ack_wait(client: NatsClient, handling: Handling, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+        let replies: Vec<Subject> = handling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for reply in replies {
+            let _ = client.core().publish(reply, Bytes::from(AckKind::Progress)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_escaping_round_trips() {
+        for s in ["plain", "with space", "a:b", "100%", "line\nbreak", "ünï"] {
+            assert_eq!(unescape(&escape(s, true)), s);
+            assert_eq!(unescape(&escape(s, false)), s);
+        }
+        assert!(!escape("a:b c", true).contains([':', ' ']));
+    }
+
+    #[test]
+    fn names_are_valid_nats_tokens() {
+        assert_eq!(stream_name("orders.created v2"), "SHOVE_orders_created_v2");
+        assert_eq!(main_subject("a.b"), "shove.a_b.main");
+        assert_eq!(shard_subject("q", 3), "shove.q.shard.3");
+    }
+}
