@@ -1053,7 +1053,9 @@ mod tests {
     #[test]
     fn names_are_valid_nats_tokens() {
         assert_eq!(stream_name("orders.created v2"), "SHOVE_orders_created_v2");
-        assert_eq!(main_subject("a.b"), "shove.a_b.main");
-        assert_eq!(shard_subject("q", 3), "shove.q.shard.3");
+        assert_eq!(main_subject("a.b"), "a.b");
+        assert_eq!(main_subject("a *>"), "a___");
+        assert_eq!(shard_subject("q", 3), "q.shard.3");
+        assert_eq!(Role::Main.consumer_name("a.b"), "a_b-consumer");
     }
 }
