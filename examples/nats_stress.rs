@@ -102,7 +102,18 @@ async fn raw(n: u64) -> f64 {
         let mut acks = Vec::with_capacity(1000);
         for i in sent..end {
             let payload = serde_json::to_vec(&event(i)).expect("encode");
-            acks.push(js.publish(name.clone(), payload.into()).await.expect("publish"));
+            // RAW_HEADERS=1 adds the headers shove stores with each message, to compare like with like.
+            let ack = if std::env::var("RAW_HEADERS").as_deref() == Ok("1") {
+                let id = uuid::Uuid::new_v4().to_string();
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Shove-Message-Id", id.as_str());
+                headers.insert("Shove-Retry-Count", "0");
+                headers.insert("Nats-Msg-Id", id.as_str());
+                js.publish_with_headers(name.clone(), headers, payload.into()).await
+            } else {
+                js.publish(name.clone(), payload.into()).await
+            };
+            acks.push(ack.expect("publish"));
         }
         for ack in acks {
             ack.await.expect("publish ack");

@@ -29,7 +29,9 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::subject::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc};
+use std::sync::atomic::Ordering;
+
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
@@ -191,11 +193,31 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The headers that carry `env`.
+/// The headers that carry a message's first publish: its id goes in `Nats-Msg-Id` only (it is also the
+/// server's deduplication id), a retry count of 0 is left out. Every header costs the server and both
+/// clients work per message.
+fn first_headers(env: &Envelope) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(MSG_ID, env.message_id.to_text());
+    if env.retry_count > 0 {
+        h.insert(names::RETRY_COUNT, env.retry_count.to_string());
+    }
+    extend_headers(&mut h, env);
+    h
+}
+
+/// The headers that carry a copy of `env` (a retry, a defer, a dead letter): `Nats-Msg-Id` is then the
+/// copy's own deduplication id, so the message id travels in `Shove-Message-Id`.
 fn headers_of(env: &Envelope) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(names::MESSAGE_ID, env.message_id.to_text());
     h.insert(names::RETRY_COUNT, env.retry_count.to_string());
+    extend_headers(&mut h, env);
+    h
+}
+
+/// The sequence key, death record and user headers of `env`.
+fn extend_headers(h: &mut HeaderMap, env: &Envelope) {
     if let Some(key) = &env.sequence_key {
         h.insert(headers::SEQUENCE_KEY, escape(key, false));
     }
@@ -207,7 +229,6 @@ fn headers_of(env: &Envelope) -> HeaderMap {
     for (k, v) in env.headers.iter() {
         h.insert(escape(k, true), escape(v, false));
     }
-    h
 }
 
 /// Rebuilds the envelope of a delivered message.
@@ -371,12 +392,14 @@ pub(crate) async fn publish_envelopes(
     }
     let js = client.jetstream();
     let mut acks = Vec::with_capacity(messages.len());
+    let main = topology.sequencing().is_none().then(|| main_subject(topology.queue()));
     for env in &messages {
-        let mut h = headers_of(env);
-        // A publish the client retried is stored once.
-        h.insert(MSG_ID, env.message_id.to_text());
+        let subject = match &main {
+            Some(main) => main.clone(),
+            None => subject_for(topology, env),
+        };
         let sent = js
-            .publish_with_headers(subject_for(topology, env), h, Bytes::from(env.payload.clone()))
+            .publish_with_headers(subject, first_headers(env), Bytes::from(env.payload.clone()))
             .await;
         match sent {
             Ok(ack) => acks.push(ack),
@@ -496,8 +519,9 @@ pub struct NatsToken {
 /// Messages being handled, by stream sequence: their ack wait is extended until they are settled.
 type Handling = Arc<std::sync::Mutex<HashMap<u64, Subject>>>;
 
-/// A consumer: a reader task feeding deliveries through a channel (so `receive` is cancel-safe), a mover
-/// task bringing due retries back, a task extending the ack wait of messages being handled.
+/// A consumer. The engine's `receive` drives the pull requests itself (no reader task between the
+/// connection and the engine: one task hop less per message); a mover task brings due retries back, another
+/// extends the ack wait of messages being handled, and on sequenced topics a third keeps the topic's lock.
 pub struct NatsSubscription {
     client: NatsClient,
     /// The queue read (a DLQ when consuming dead letters): where copies held for later go.
@@ -505,9 +529,53 @@ pub struct NatsSubscription {
     dlq: Option<String>,
     credits: Arc<Semaphore>,
     handling: Handling,
-    deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<NatsToken>>>>,
+    puller: tokio::sync::Mutex<Puller>,
+    /// Whether this subscription may read (always, except a sequenced topic's standby).
+    owned: Arc<Ownership>,
     stop: CancellationToken,
-    reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The lock keeper of a sequenced topic, which releases the lock when it ends.
+    keeper: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Whether a subscription holds its topic's lock, and a wake-up for when that changes.
+#[derive(Default)]
+struct Ownership {
+    held: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+/// The pull requests in progress. Kept across `receive` calls, so dropping a `receive` future loses
+/// nothing: messages stay in their request's subscription until the next call.
+///
+/// Up to two requests are open at once: the next one is sent as soon as half the prefetch is free again,
+/// so the server is never idle waiting for a request while the engine works (the server serves requests
+/// in order, so messages still arrive in stream order). Together they never ask for more messages than
+/// there are credits.
+struct Puller {
+    consumer: PullConsumer,
+    prefetch: usize,
+    /// A request being sent (boxed so it survives a dropped `receive`), with the credits it asks for.
+    opening: Option<(OpenRequest, usize)>,
+    /// Open requests, oldest first, with the credits each has not used yet.
+    open: std::collections::VecDeque<(pull::Batch, usize)>,
+}
+
+type OpenRequest = futures::future::BoxFuture<'static, std::result::Result<pull::Batch, String>>;
+
+impl Puller {
+    fn request(&mut self, count: usize) {
+        let consumer = self.consumer.clone();
+        let open = async move {
+            consumer
+                .batch()
+                .max_messages(count)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        self.opening = Some((Box::pin(open), count));
+    }
 }
 
 impl NatsSubscription {
@@ -528,26 +596,20 @@ impl NatsSubscription {
             },
         };
         let consumer = open_consumer(&client, &queue, role, options.max_ack_pending).await?;
-        let lock = match role {
-            Role::Sequenced => Some(Lock::open(&client, &token(&queue)).await?),
-            _ => None,
-        };
         let prefetch = usize::from(options.prefetch.max(1));
-        let credits = Arc::new(Semaphore::new(prefetch));
-        let (tx, rx) = mpsc::channel(prefetch + 1);
         let stop = client.shutdown_token().child_token();
         let handling = Handling::default();
-        let reader = Reader {
-            client: client.clone(),
-            consumer,
-            lock,
-            credits: credits.clone(),
-            prefetch,
-            handling: handling.clone(),
-            tx,
-            stop: stop.clone(),
+        let owned = Arc::new(Ownership::default());
+        let keeper = match role {
+            Role::Sequenced => {
+                let lock = Lock::open(&client, &token(&queue)).await?;
+                Some(tokio::spawn(keep_lock(lock, owned.clone(), stop.clone())))
+            }
+            _ => {
+                owned.held.store(true, Ordering::Release);
+                None
+            }
         };
-        let reader = tokio::spawn(reader.run());
         if !matches!(source, Source::DeadLetters(_)) {
             let hold = open_consumer(&client, &queue, Role::Hold, None).await?;
             tokio::spawn(move_due(client.clone(), hold, stop.clone()));
@@ -557,12 +619,163 @@ impl NatsSubscription {
             client,
             queue,
             dlq: topology.dlq().map(str::to_string),
-            credits,
+            credits: Arc::new(Semaphore::new(prefetch)),
             handling,
-            deliveries: tokio::sync::Mutex::new(rx),
+            puller: tokio::sync::Mutex::new(Puller {
+                consumer,
+                prefetch,
+                opening: None,
+                open: std::collections::VecDeque::new(),
+            }),
+            owned,
             stop,
-            reader: tokio::sync::Mutex::new(Some(reader)),
+            keeper: tokio::sync::Mutex::new(keeper),
         })
+    }
+
+    /// Takes at least one credit (waiting for it), then every credit free: how many messages to ask for.
+    /// Cancel-safe: credits are taken only once the wait is over.
+    async fn take_credits(&self, prefetch: usize) -> usize {
+        let Ok(first) = self.credits.acquire().await else {
+            return 0;
+        };
+        first.forget();
+        let more = self.credits.available_permits().min(prefetch - 1);
+        match self.credits.try_acquire_many(more as u32) {
+            Ok(p) => {
+                p.forget();
+                1 + more
+            }
+            Err(_) => 1,
+        }
+    }
+
+    /// The delivery of a pulled message (`None`: not a JetStream delivery).
+    fn delivery(&self, m: async_nats::jetstream::Message) -> Option<Delivery<NatsToken>> {
+        let reply = m.reply.clone()?;
+        let (sequence, delivered) = match m.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(_) => (0, 1),
+        };
+        let envelope = envelope_of(&m.payload, m.headers.as_ref());
+        self.handling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sequence, reply.clone());
+        Some(Delivery {
+            envelope,
+            redelivered: delivered > 1,
+            token: NatsToken {
+                reply,
+                subject: m.subject.clone(),
+                sequence,
+            },
+        })
+    }
+
+    /// Waits while this subscription is a sequenced topic's standby.
+    async fn wait_until_owned(&self) {
+        loop {
+            // Registered for the wake-up before looking, so a change in between is not missed.
+            let changed = self.owned.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.owned.held.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Pulls until at least one message arrived; appends at most `max`. Cancel-safe (see [`Puller`]).
+    async fn pull(&self, p: &mut Puller, max: usize, out: &mut Vec<Delivery<NatsToken>>) -> Result<()> {
+        let half = (p.prefetch / 2).max(1);
+        loop {
+            if p.opening.is_none() && p.open.is_empty() {
+                self.wait_until_owned().await;
+                let count = self.take_credits(p.prefetch).await;
+                if count == 0 {
+                    return Ok(());
+                }
+                p.request(count);
+            }
+            let may_add = p.opening.is_none() && p.open.len() < 2 && self.owned.held.load(Ordering::Acquire);
+            tokio::select! {
+                biased;
+                m = async {
+                    match p.open.front_mut() {
+                        Some((batch, _)) => batch.next().await,
+                        None => std::future::pending().await,
+                    }
+                }, if !p.open.is_empty() => {
+                    if m.is_none() {
+                        // The oldest request ended (all its messages arrived, or it expired).
+                        self.finish_front(p);
+                        continue;
+                    }
+                    let mut next = m;
+                    while let Some(m) = next.take() {
+                        let Some((batch, left)) = p.open.front_mut() else { break };
+                        match m {
+                            Ok(m) => {
+                                *left = left.saturating_sub(1);
+                                if let Some(d) = self.delivery(m) {
+                                    out.push(d);
+                                }
+                            }
+                            Err(e) => {
+                                self.finish_front(p);
+                                return Err(nats_error("pulling messages from NATS failed", e));
+                            }
+                        }
+                        if out.len() < max {
+                            // Take what has already arrived, without waiting.
+                            match futures::FutureExt::now_or_never(batch.next()) {
+                                Some(Some(m)) => next = Some(m),
+                                Some(None) => self.finish_front(p),
+                                None => {}
+                            }
+                        }
+                    }
+                    if !out.is_empty() {
+                        return Ok(());
+                    }
+                }
+                opened = async {
+                    match p.opening.as_mut() {
+                        Some((open, _)) => open.await,
+                        None => std::future::pending().await,
+                    }
+                }, if p.opening.is_some() => {
+                    let (_, count) = p.opening.take().unwrap_or_else(|| unreachable!());
+                    match opened {
+                        Ok(batch) => p.open.push_back((batch, count)),
+                        Err(e) => {
+                            self.credits.add_permits(count);
+                            return Err(nats_error("pulling messages from NATS failed", e));
+                        }
+                    }
+                }
+                taken = self.credits.acquire_many(half as u32), if may_add => {
+                    if let Ok(taken) = taken {
+                        taken.forget();
+                        let more = self.credits.available_permits().min(p.prefetch - half);
+                        let more = match self.credits.try_acquire_many(more as u32) {
+                            Ok(t) => { t.forget(); more }
+                            Err(_) => 0,
+                        };
+                        p.request(half + more);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the oldest request once it has ended, giving back the credits it did not use.
+    fn finish_front(&self, p: &mut Puller) {
+        if let Some((_, left)) = p.open.pop_front() {
+            self.credits.add_permits(left);
+        }
     }
 
     /// Sends an acknowledgement kind for a delivery.
@@ -636,28 +849,10 @@ impl Subscription for NatsSubscription {
     type Token = NatsToken;
 
     async fn receive(&self, max: usize, out: &mut Vec<Delivery<NatsToken>>) -> Result<bool> {
-        let mut rx = self.deliveries.lock().await;
-        let first = tokio::select! {
-            _ = self.stop.cancelled() => return Ok(false),
-            d = rx.recv() => d,
-        };
-        match first {
-            None => Ok(false),
-            Some(Err(e)) => Err(e),
-            Some(Ok(d)) => {
-                out.push(d);
-                while out.len() < max {
-                    match rx.try_recv() {
-                        Ok(Ok(d)) => out.push(d),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "NATS reader reported an error after a delivery");
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                Ok(true)
-            }
+        let mut puller = self.puller.lock().await;
+        tokio::select! {
+            _ = self.stop.cancelled() => Ok(false),
+            r = self.pull(&mut puller, max.max(1), out) => r.map(|()| !out.is_empty()),
         }
     }
 
@@ -705,17 +900,22 @@ impl Subscription for NatsSubscription {
 
     async fn close(&self) {
         self.stop.cancel();
-        // Deliveries read but never handed to the engine go back, including what the reader still gets
-        // from the pull request it has open.
-        let mut rx = self.deliveries.lock().await;
-        rx.close();
-        while let Some(d) = rx.recv().await {
-            if let Ok(d) = d {
-                let _ = self.reply(&d.token, AckKind::Nak(None)).await;
+        // Messages of the request still open go back at once: the server would otherwise wait out the
+        // ack wait for messages it sent to a request nobody reads.
+        let mut puller = self.puller.lock().await;
+        let mut open: Vec<pull::Batch> = puller.open.drain(..).map(|(b, _)| b).collect();
+        if let Some((opening, _)) = puller.opening.take()
+            && let Ok(batch) = opening.await
+        {
+            open.push(batch);
+        }
+        for mut batch in open {
+            while let Some(Ok(m)) = batch.next().await {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
             }
         }
-        if let Some(reader) = self.reader.lock().await.take() {
-            let _ = reader.await;
+        if let Some(keeper) = self.keeper.lock().await.take() {
+            let _ = keeper.await;
         }
         let _ = self.client.core().flush().await;
     }
@@ -801,148 +1001,19 @@ impl Lock {
     }
 }
 
-/// Pulls messages for one subscription.
-struct Reader {
-    client: NatsClient,
-    consumer: PullConsumer,
-    lock: Option<Lock>,
-    /// One per message this subscription may hold unsettled; taken when pulled, given back when settled.
-    credits: Arc<Semaphore>,
-    prefetch: usize,
-    handling: Handling,
-    tx: mpsc::Sender<Result<Delivery<NatsToken>>>,
-    stop: CancellationToken,
-}
-
-impl Reader {
-    /// Waits for at least one credit, then takes every credit free. Returns 0 when stopping.
-    async fn take_credits(&self) -> usize {
-        let first = tokio::select! {
-            _ = self.stop.cancelled() => return 0,
-            p = self.credits.acquire() => match p {
-                Ok(p) => p,
-                Err(_) => return 0,
-            },
-        };
-        first.forget();
-        // Settlements finish in bursts: let the rest of a burst hand its credits back before counting.
-        tokio::task::yield_now().await;
-        let more = self.credits.available_permits().min(self.prefetch - 1);
-        match self.credits.try_acquire_many(more as u32) {
-            Ok(p) => {
-                p.forget();
-                1 + more
-            }
-            Err(_) => 1,
+/// Takes and renews a sequenced topic's lock until `stop`, then releases it.
+async fn keep_lock(mut lock: Lock, owned: Arc<Ownership>, stop: CancellationToken) {
+    loop {
+        let held = lock.claim().await;
+        if owned.held.swap(held, Ordering::AcqRel) != held {
+            owned.changed.notify_waiters();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(LOCK_RENEW) => {}
         }
     }
-
-    async fn run(mut self) {
-        let mut failures = 0u32;
-        let mut last_claim: Option<tokio::time::Instant> = None;
-        let mut owned = self.lock.is_none();
-        while !self.stop.is_cancelled() {
-            if let Some(lock) = self.lock.as_mut()
-                && last_claim.is_none_or(|t| t.elapsed() >= LOCK_RENEW)
-            {
-                last_claim = Some(tokio::time::Instant::now());
-                owned = lock.claim().await;
-            }
-            if !owned {
-                // A standby: wait for the lock to come free.
-                tokio::select! {
-                    _ = self.stop.cancelled() => break,
-                    _ = tokio::time::sleep(LOCK_RENEW) => {}
-                }
-                continue;
-            }
-            match self.pull().await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, attempt = failures, "NATS consumer pull failed; retrying");
-                    if failures == 5 && self.tx.send(Err(e)).await.is_err() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))) => {}
-                    }
-                }
-            }
-        }
-        if let Some(lock) = self.lock.as_mut() {
-            lock.release().await;
-        }
-    }
-
-    /// One pull request for as many messages as there are credits; forwards them as they arrive.
-    async fn pull(&mut self) -> Result<()> {
-        let count = self.take_credits().await;
-        if count == 0 {
-            return Ok(());
-        }
-        let batch = self
-            .consumer
-            .batch()
-            .max_messages(count)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                self.credits.add_permits(count);
-                return Err(nats_error("pulling messages from NATS failed", e));
-            }
-        };
-        let mut left = count;
-        let mut failed = None;
-        // The request runs to its end even when stopping: a message the server sends to a request nobody
-        // reads any more would only come back after the ack wait.
-        while let Some(m) = batch.next().await {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    failed = Some(nats_error("pulling messages from NATS failed", e));
-                    break;
-                }
-            };
-            let Some(reply) = m.reply.clone() else { continue };
-            let (sequence, delivered) = match m.info() {
-                Ok(info) => (info.stream_sequence, info.delivered),
-                Err(_) => (0, 1),
-            };
-            let envelope = envelope_of(&m.payload, m.headers.as_ref());
-            let token = NatsToken {
-                reply: reply.clone(),
-                subject: m.subject.clone(),
-                sequence,
-            };
-            let d = Delivery {
-                envelope,
-                redelivered: delivered > 1,
-                token,
-            };
-            left = left.saturating_sub(1);
-            self.handling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(sequence, reply.clone());
-            if self.tx.send(Ok(d)).await.is_err() {
-                // Closed: back to the server at once.
-                self.handling
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&sequence);
-                let _ = self.client.core().publish(reply, Bytes::from(AckKind::Nak(None))).await;
-            }
-        }
-        if left > 0 {
-            self.credits.add_permits(left);
-        }
-        failed.map_or(Ok(()), Err)
-    }
+    lock.release().await;
 }
 
 /// Moves due held messages back to their subjects until `stop`; nak's the others with their remaining
