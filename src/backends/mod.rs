@@ -147,6 +147,182 @@ macro_rules! group_config {
     };
 }
 
+/// Defines a broker backend's direct consumer (`RabbitMqConsumer`, `RedisConsumer`, `NatsConsumer`): the
+/// shove 0.11 methods `run`, `run_fifo`, `run_fifo_until_timeout` and `run_dlq`, each a name over the
+/// engine's direct consumers. `what` names what the backend reads (e.g. "queue"), `dropped` says what
+/// happens to in-flight messages when a `run` future is dropped.
+#[cfg(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats"))]
+macro_rules! consumer_facade {
+    ($(#[$doc:meta])* $name:ident, $client:ty, $marker:ty, what = $what:literal, dropped = $dropped:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            client: $client,
+        }
+
+        impl $name {
+            /// A consumer on `client`.
+            pub fn new(client: $client) -> Self {
+                Self { client }
+            }
+
+            pub(crate) fn client(&self) -> &$client {
+                &self.client
+            }
+
+            async fn run_source<T, H>(
+                &self,
+                source: $crate::transport::Source,
+                mode: $crate::engine::consume::Mode,
+                handler: H,
+                ctx: H::Context,
+                options: $crate::consumer::ConsumerOptions<$marker>,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::Topic,
+                H: $crate::handler::MessageHandler<T>,
+            {
+                let connection = self.client.shutdown_token();
+                $crate::engine::direct::run::<$marker, T, H, _>(
+                    self.client.transport(),
+                    &connection,
+                    source,
+                    mode,
+                    handler,
+                    ctx,
+                    &options,
+                )
+                .await
+            }
+
+            #[doc = concat!("Consumes topic `T` until the client shuts down or the options' shutdown token is \
+                cancelled (in-flight handlers finish first; messages received but not started go back to \
+                the broker). Creates the topic's ", $what, " if they do not exist.")]
+            ///
+            /// # Errors
+            ///
+            /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached (after
+            /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
+            /// broker refuses the topic's declarations.
+            ///
+            /// # Cancel safety
+            ///
+            #[doc = concat!(
+                "Not cancel-safe for handlers: dropping the future abandons in-flight messages, ",
+                $dropped,
+                ". Stop through the shutdown token to drain instead."
+            )]
+            pub async fn run<T, H>(
+                &self,
+                handler: H,
+                ctx: H::Context,
+                options: $crate::consumer::ConsumerOptions<$marker>,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::Topic,
+                H: $crate::handler::MessageHandler<T>,
+            {
+                self.run_source::<T, H>(
+                    $crate::transport::Source::Main(T::topology()),
+                    $crate::engine::consume::Mode::Live,
+                    handler,
+                    ctx,
+                    options,
+                )
+                .await
+            }
+
+            /// Consumes the sequenced topic `T`'s shards in per-key order.
+            ///
+            /// # Errors
+            ///
+            #[doc = concat!("As [`", stringify!($name), "::run`].")]
+            ///
+            /// # Cancel safety
+            ///
+            #[doc = concat!("As [`", stringify!($name), "::run`].")]
+            pub async fn run_fifo<T, H>(
+                &self,
+                handler: H,
+                ctx: H::Context,
+                options: $crate::consumer::ConsumerOptions<$marker>,
+            ) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::SequencedTopic,
+                H: $crate::handler::MessageHandler<T>,
+            {
+                self.run_source::<T, H>(
+                    $crate::transport::Source::Shards(T::topology()),
+                    $crate::engine::consume::Mode::Live,
+                    handler,
+                    ctx,
+                    options,
+                )
+                .await
+            }
+
+            #[doc = concat!("Runs [`", stringify!($name), "::run_fifo`] until `signal` (or until the client \
+                shuts down), then drains within `drain_timeout`.")]
+            ///
+            /// # Cancel safety
+            ///
+            /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
+            pub async fn run_fifo_until_timeout<T, H, S>(
+                &self,
+                handler: H,
+                ctx: H::Context,
+                options: $crate::consumer::ConsumerOptions<$marker>,
+                signal: S,
+                drain_timeout: std::time::Duration,
+            ) -> $crate::consumer_supervisor::SupervisorOutcome
+            where
+                T: $crate::topic::SequencedTopic,
+                H: $crate::handler::MessageHandler<T>,
+                S: std::future::Future<Output = ()> + Send + 'static,
+            {
+                let connection = self.client.shutdown_token();
+                $crate::engine::direct::run_until_timeout::<$marker, T, H, _, S>(
+                    self.client.transport(),
+                    &connection,
+                    $crate::transport::Source::Shards(T::topology()),
+                    handler,
+                    ctx,
+                    &options,
+                    signal,
+                    drain_timeout,
+                )
+                .await
+            }
+
+            /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`](crate::MessageHandler::handle_dead)
+            /// for each message, until the client shuts down.
+            ///
+            /// # Errors
+            ///
+            /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
+            /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
+            ///
+            /// # Cancel safety
+            ///
+            #[doc = concat!("As [`", stringify!($name), "::run`].")]
+            pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> $crate::error::Result<()>
+            where
+                T: $crate::topic::Topic,
+                H: $crate::handler::MessageHandler<T>,
+            {
+                self.run_source::<T, H>(
+                    $crate::transport::Source::DeadLetters(T::topology()),
+                    $crate::engine::consume::Mode::DeadLetters,
+                    handler,
+                    ctx,
+                    $crate::consumer::ConsumerOptions::<$marker>::new(),
+                )
+                .await
+            }
+        }
+    };
+}
+
 /// Defines a backend's `*ConsumerGroup`: a named wrapper over one engine group with the operations every
 /// backend's shove 0.11 API shares (its constructors stay with the backend, as they differ).
 #[cfg(any(

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -13,163 +12,19 @@ use super::transport;
 use crate::autoscaler::{
     Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
 };
-use crate::consumer::ConsumerOptions;
-use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::Mode;
-use crate::engine::direct;
 use crate::engine::registry::Registries;
 use crate::error::Result;
-use crate::handler::MessageHandler;
 use crate::markers::Nats;
-use crate::topic::{SequencedTopic, Topic};
 use crate::topology::QueueTopology;
-use crate::transport::Source;
 
-/// Consumes from JetStream without a supervisor: one client of the topic's durable pull consumer.
-#[derive(Clone)]
-pub struct NatsConsumer {
-    client: NatsClient,
-}
-
-impl NatsConsumer {
-    /// A consumer on `client`.
-    pub fn new(client: NatsClient) -> Self {
-        Self { client }
-    }
-
-    pub(crate) fn client(&self) -> &NatsClient {
-        &self.client
-    }
-
-    async fn run_source<T, H>(
-        &self,
-        source: Source,
-        mode: Mode,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<Nats>,
-    ) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run::<Nats, T, H, _>(
-            self.client.transport(),
-            &connection,
-            source,
-            mode,
-            handler,
-            ctx,
-            &options,
-        )
-        .await
-    }
-
-    /// Consumes topic `T` until the client is shut down or the options' shutdown token is cancelled
-    /// (in-flight handlers finish first; messages fetched but not started are handed back and delivered
-    /// again). Creates the topic's stream and consumer if they do not exist.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached (after
-    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
-    /// server refuses the topic's stream or consumer (e.g. a stream of that name exists with other
-    /// settings).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe for handlers: dropping the future abandons in-flight messages, which the server
-    /// delivers again once their acknowledgement wait runs out. Stop through the shutdown token to drain
-    /// instead.
-    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Nats>) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Consumes the sequenced topic `T`'s shards in per-key order. One consumer at a time reads a topic's
-    /// shards; others stand by and take over when it stops.
-    ///
-    /// # Errors
-    ///
-    /// As [`NatsConsumer::run`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`NatsConsumer::run`].
-    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Nats>) -> Result<()>
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Runs [`NatsConsumer::run_fifo`] until `signal` (or until the client is shut down), then drains
-    /// within `drain_timeout`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
-    pub async fn run_fifo_until_timeout<T, H, S>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<Nats>,
-        signal: S,
-        drain_timeout: Duration,
-    ) -> SupervisorOutcome
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-        S: Future<Output = ()> + Send + 'static,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run_until_timeout::<Nats, T, H, _, S>(
-            self.client.transport(),
-            &connection,
-            Source::Shards(T::topology()),
-            handler,
-            ctx,
-            &options,
-            signal,
-            drain_timeout,
-        )
-        .await
-    }
-
-    /// Consumes `T`'s DLQ stream, calling [`MessageHandler::handle_dead`] for each message, until the
-    /// client is shut down.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`NatsConsumer::run`].
-    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let options = ConsumerOptions::<Nats>::new();
-        self.run_source::<T, H>(
-            Source::DeadLetters(T::topology()),
-            Mode::DeadLetters,
-            handler,
-            ctx,
-            options,
-        )
-        .await
-    }
-}
+consumer_facade!(
+    /// Consumes from JetStream without a supervisor: one client of the topic's durable pull consumer.
+    NatsConsumer,
+    NatsClient,
+    Nats,
+    what = "stream and durable consumer",
+    dropped = "which the server delivers again once their ack wait runs out"
+);
 
 /// Creates a topology's JetStream streams and consumers.
 pub struct NatsTopologyDeclarer {

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -16,158 +15,19 @@ use super::topology;
 use crate::autoscaler::{
     Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
 };
-use crate::consumer::ConsumerOptions;
-use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::Mode;
-use crate::engine::direct;
 use crate::engine::registry::Registries;
 use crate::error::Result;
-use crate::handler::MessageHandler;
 use crate::markers::RabbitMq;
-use crate::topic::{SequencedTopic, Topic};
 use crate::topology::QueueTopology;
-use crate::transport::Source;
 
-/// Consumes from RabbitMQ without a supervisor.
-#[derive(Clone)]
-pub struct RabbitMqConsumer {
-    client: RabbitMqClient,
-}
-
-impl RabbitMqConsumer {
-    /// A consumer on `client`.
-    pub fn new(client: RabbitMqClient) -> Self {
-        Self { client }
-    }
-
-    pub(crate) fn client(&self) -> &RabbitMqClient {
-        &self.client
-    }
-
-    async fn run_source<T, H>(
-        &self,
-        source: Source,
-        mode: Mode,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<RabbitMq>,
-    ) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run::<RabbitMq, T, H, _>(
-            self.client.transport(),
-            &connection,
-            source,
-            mode,
-            handler,
-            ctx,
-            &options,
-        )
-        .await
-    }
-
-    /// Consumes topic `T` until the client shuts down or the options' shutdown token is cancelled
-    /// (in-flight handlers finish first; unstarted deliveries go back to the queue).
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached (after
-    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
-    /// broker refuses the topic's queues.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe for handlers: dropping the future abandons in-flight deliveries, which the broker
-    /// redelivers. Stop through the shutdown token to drain instead.
-    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<RabbitMq>) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Consumes the sequenced topic `T`'s shard queues in per-key order.
-    ///
-    /// # Errors
-    ///
-    /// As [`RabbitMqConsumer::run`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`RabbitMqConsumer::run`].
-    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<RabbitMq>) -> Result<()>
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Runs [`RabbitMqConsumer::run_fifo`] until `signal`, then drains within `drain_timeout`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
-    pub async fn run_fifo_until_timeout<T, H, S>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<RabbitMq>,
-        signal: S,
-        drain_timeout: Duration,
-    ) -> SupervisorOutcome
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-        S: Future<Output = ()> + Send + 'static,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run_until_timeout::<RabbitMq, T, H, _, S>(
-            self.client.transport(),
-            &connection,
-            Source::Shards(T::topology()),
-            handler,
-            ctx,
-            &options,
-            signal,
-            drain_timeout,
-        )
-        .await
-    }
-
-    /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message, until the client
-    /// shuts down.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the broker cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`RabbitMqConsumer::run`].
-    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let options = ConsumerOptions::<RabbitMq>::new();
-        self.run_source::<T, H>(
-            Source::DeadLetters(T::topology()),
-            Mode::DeadLetters,
-            handler,
-            ctx,
-            options,
-        )
-        .await
-    }
-}
+consumer_facade!(
+    /// Consumes from RabbitMQ without a supervisor.
+    RabbitMqConsumer,
+    RabbitMqClient,
+    RabbitMq,
+    what = "queues",
+    dropped = "which the broker redelivers"
+);
 
 /// Declares topologies on one AMQP channel.
 pub struct RabbitMqTopologyDeclarer {

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Mutex;
 
@@ -13,160 +12,19 @@ use super::transport;
 use crate::autoscaler::{
     Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
 };
-use crate::consumer::ConsumerOptions;
-use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::Mode;
-use crate::engine::direct;
 use crate::engine::registry::Registries;
 use crate::error::Result;
-use crate::handler::MessageHandler;
 use crate::markers::Redis;
-use crate::topic::{SequencedTopic, Topic};
 use crate::topology::QueueTopology;
-use crate::transport::Source;
 
-/// Consumes from Redis streams without a supervisor: one consumer of the client's stream consumer group.
-#[derive(Clone)]
-pub struct RedisConsumer {
-    client: RedisClient,
-}
-
-impl RedisConsumer {
-    /// A consumer on `client`.
-    pub fn new(client: RedisClient) -> Self {
-        Self { client }
-    }
-
-    pub(crate) fn client(&self) -> &RedisClient {
-        &self.client
-    }
-
-    async fn run_source<T, H>(
-        &self,
-        source: Source,
-        mode: Mode,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<Redis>,
-    ) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run::<Redis, T, H, _>(
-            self.client.transport(),
-            &connection,
-            source,
-            mode,
-            handler,
-            ctx,
-            &options,
-        )
-        .await
-    }
-
-    /// Consumes topic `T` until the client is closed or the options' shutdown token is cancelled
-    /// (in-flight handlers finish first; entries read but not started stay pending and are delivered
-    /// again). Creates the topic's stream and consumer group if they do not exist.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached (after
-    /// `max_reconnect_attempts`, when set); [`ShoveError::Topology`](crate::ShoveError::Topology) when the
-    /// server refuses the topic's stream or consumer group.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe for handlers: dropping the future abandons in-flight entries, which stay pending
-    /// and are claimed again later. Stop through the shutdown token to drain instead.
-    pub async fn run<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Redis>) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Consumes the sequenced topic `T`'s shard streams in per-key order.
-    ///
-    /// # Errors
-    ///
-    /// As [`RedisConsumer::run`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`RedisConsumer::run`].
-    pub async fn run_fifo<T, H>(&self, handler: H, ctx: H::Context, options: ConsumerOptions<Redis>) -> Result<()>
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
-            .await
-    }
-
-    /// Runs [`RedisConsumer::run_fifo`] until `signal` (or until the client is closed), then drains
-    /// within `drain_timeout`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
-    pub async fn run_fifo_until_timeout<T, H, S>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<Redis>,
-        signal: S,
-        drain_timeout: Duration,
-    ) -> SupervisorOutcome
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-        S: Future<Output = ()> + Send + 'static,
-    {
-        let connection = self.client.shutdown_token();
-        direct::run_until_timeout::<Redis, T, H, _, S>(
-            self.client.transport(),
-            &connection,
-            Source::Shards(T::topology()),
-            handler,
-            ctx,
-            &options,
-            signal,
-            drain_timeout,
-        )
-        .await
-    }
-
-    /// Consumes `T`'s DLQ stream, calling [`MessageHandler::handle_dead`] for each message, until the
-    /// client is closed.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ;
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the server cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`RedisConsumer::run`].
-    pub async fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> Result<()>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let options = ConsumerOptions::<Redis>::new();
-        self.run_source::<T, H>(
-            Source::DeadLetters(T::topology()),
-            Mode::DeadLetters,
-            handler,
-            ctx,
-            options,
-        )
-        .await
-    }
-}
+consumer_facade!(
+    /// Consumes from Redis Streams without a supervisor.
+    RedisConsumer,
+    RedisClient,
+    Redis,
+    what = "stream and consumer group",
+    dropped = "which stay pending and are claimed again later"
+);
 
 /// Creates a topology's streams and consumer groups.
 pub struct RedisTopologyDeclarer {
