@@ -375,8 +375,13 @@ run_tests cargo test --all-features --all-targets
 SHOVE_REDIS_URL=redis://127.0.0.1:6380/ run_tests cargo test --all-features --test conformance_redis
 # The NATS backend's conformance suite again, against a current server (the run above used 2.9.10 on 4222).
 SHOVE_NATS_URL=nats://127.0.0.1:4223 run_tests cargo test --all-features --test conformance_nats
+# The NATS fault tests again on the current server (the restart test runs its own copy of that binary).
+SHOVE_NATS_URL=nats://127.0.0.1:4223 SHOVE_NATS_FAULTS_SERVER="$HOME/.cache/shove-brokers/nats-venv/bin/nats-server" \
+    run_tests cargo test --all-features --test nats_faults
 
-passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
-failed=$(grep -E '^test result:' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+# libtest's "test result: ok. N passed" lines, plus the "N passed, N failed" lines of the fault-test binaries
+# (harness = false).
+passed=$(grep -Eo '^(test result: ok\. )?[0-9]+ passed' "$test_log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -E '^test result:|^[0-9]+ passed, [0-9]+ failed$' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
 step "all tests passed"
 echo "tests: ${passed} passed, ${failed} failed"

@@ -1035,13 +1035,27 @@ async fn move_due(client: NatsClient, hold: PullConsumer, stop: CancellationToke
                 continue;
             }
         };
-        let messages: Vec<_> = batch.filter_map(|m| async move { m.ok() }).collect().await;
-        let now = chrono::Utc::now().timestamp_millis();
-        let moves = messages.into_iter().map(|m| {
-            let client = client.clone();
-            async move { move_one(&client, m, now).await }
-        });
-        futures::future::join_all(moves).await;
+        // Each message is handled as it arrives (a copy not yet due goes straight back to the server with
+        // its time left): collecting the request's messages first would leave them unacknowledged, and
+        // late by the whole ack wait if the process died meanwhile.
+        let mut batch = batch;
+        let mut moving = futures::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                m = batch.next() => match m {
+                    Some(Ok(m)) => {
+                        let client = client.clone();
+                        moving.push(async move {
+                            move_one(&client, m, chrono::Utc::now().timestamp_millis()).await
+                        });
+                    }
+                    Some(Err(e)) => tracing::debug!(error = %e, "pulling held messages failed; will try again"),
+                    None => break,
+                },
+                Some(()) = moving.next(), if !moving.is_empty() => {}
+            }
+        }
+        while moving.next().await.is_some() {}
     }
 }
 
