@@ -535,6 +535,8 @@ pub struct NatsSubscription {
     stop: CancellationToken,
     /// The lock keeper of a sequenced topic, which releases the lock when it ends.
     keeper: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A sequenced topic's hand-backs, sent at close in stream order (see `settle`).
+    handed_back: Option<std::sync::Mutex<Vec<(u64, Subject)>>>,
 }
 
 /// Whether a subscription holds its topic's lock, and a wake-up for when that changes.
@@ -630,6 +632,7 @@ impl NatsSubscription {
             owned,
             stop,
             keeper: tokio::sync::Mutex::new(keeper),
+            handed_back: matches!(role, Role::Sequenced).then(Default::default),
         })
     }
 
@@ -879,7 +882,20 @@ impl Subscription for NatsSubscription {
                 let id = format!("{}:{}:dead", stream_name(&self.queue), token.sequence);
                 self.replace(&token, main_subject(&dlq), id, &envelope, &[]).await
             }
-            Settlement::Release { delay, .. } => self.reply(&token, AckKind::Nak(delay.filter(|d| !d.is_zero()))).await,
+            Settlement::Release { delay, .. } => match (delay.filter(|d| !d.is_zero()), &self.handed_back) {
+                // An immediate hand-back of a sequenced topic (a stopping consumer's buffered messages):
+                // nak'ed now, the server could redeliver it to this subscription's pull requests still
+                // open, and the next reader would get the key's messages out of order. Kept until close,
+                // which naks them in stream order once no request of this subscription is open.
+                (None, Some(handed_back)) => {
+                    handed_back
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((token.sequence, token.reply));
+                    Ok(())
+                }
+                (delay, _) => self.reply(&token, AckKind::Nak(delay)).await,
+            },
         }
     }
 
@@ -909,10 +925,22 @@ impl Subscription for NatsSubscription {
         {
             open.push(batch);
         }
+        let mut back = self
+            .handed_back
+            .as_ref()
+            .map(|h| std::mem::take(&mut *h.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default();
         for mut batch in open {
             while let Some(Ok(m)) = batch.next().await {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
+                if let Some(reply) = m.reply.clone() {
+                    back.push((m.info().map(|i| i.stream_sequence).unwrap_or(0), reply));
+                }
             }
+        }
+        // In stream order: the server redelivers hand-backs in the order it gets them.
+        back.sort_by_key(|(sequence, _)| *sequence);
+        for (_, reply) in back {
+            let _ = self.client.core().publish(reply, Bytes::from(AckKind::Nak(None))).await;
         }
         if let Some(keeper) = self.keeper.lock().await.take() {
             let _ = keeper.await;
