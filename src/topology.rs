@@ -107,6 +107,19 @@ pub(crate) fn shard_queue_name(queue: &str, shard: u16) -> String {
     format!("{queue}-seq-{shard}")
 }
 
+/// The shard a message with sequence key `key` goes to: a stable hash, so a key always lands on the same
+/// shard, on every backend that chooses shards in the client.
+#[cfg_attr(
+    not(any(feature = "inmemory", feature = "redis-streams", feature = "nats")),
+    allow(dead_code)
+)]
+pub(crate) fn shard_of(key: &str, shards: u16) -> u16 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % u64::from(shards.max(1))) as u16
+}
+
 fn delay_suffix(delay: Duration) -> String {
     if delay.subsec_nanos() == 0 {
         format!("{}s", delay.as_secs())

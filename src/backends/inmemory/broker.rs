@@ -2,7 +2,6 @@
 //! [`Transport`] implementation.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -232,11 +231,12 @@ impl InMemoryBroker {
     }
 }
 
-/// The shard a sequence key belongs to: a stable hash, so a key always lands on the same shard.
+/// The shard a sequence key belongs to (the rule every backend shares).
 fn shard_of(key: &str, shards: usize) -> usize {
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % shards as u64) as usize
+    usize::from(crate::topology::shard_of(
+        key,
+        u16::try_from(shards).unwrap_or(u16::MAX),
+    ))
 }
 
 impl Transport for InMemoryBroker {

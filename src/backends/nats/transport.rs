@@ -144,12 +144,10 @@ fn nats_error(what: &str, e: impl std::fmt::Display) -> ShoveError {
 /// The subject a message of `topology` is published to (its shard on sequenced topics).
 fn subject_for(topology: &QueueTopology, env: &Envelope) -> String {
     match topology.sequencing() {
-        Some(seq) => {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            env.sequence_key.as_deref().unwrap_or("").hash(&mut h);
-            shard_subject(topology.queue(), (h.finish() % u64::from(seq.routing_shards())) as u16)
-        }
+        Some(seq) => shard_subject(
+            topology.queue(),
+            crate::topology::shard_of(env.sequence_key.as_deref().unwrap_or(""), seq.routing_shards()),
+        ),
         None => main_subject(topology.queue()),
     }
 }

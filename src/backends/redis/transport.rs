@@ -271,12 +271,10 @@ impl RedisTransport {
 /// The stream a message of `topology` goes to: the topic's stream, or its key's shard.
 pub(crate) fn stream_for(topology: &QueueTopology, env: &Envelope) -> String {
     match topology.sequencing() {
-        Some(seq) => {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            env.sequence_key.as_deref().unwrap_or("").hash(&mut h);
-            shard_stream_name(topology.queue(), (h.finish() % u64::from(seq.routing_shards())) as u16)
-        }
+        Some(seq) => shard_stream_name(
+            topology.queue(),
+            crate::topology::shard_of(env.sequence_key.as_deref().unwrap_or(""), seq.routing_shards()),
+        ),
         None => topology.queue().to_string(),
     }
 }
