@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ struct Shared<'a, T: Topic, H: MessageHandler<T>, S: Subscription> {
     stats: &'a RunStats,
     queue: Arc<str>,
     metrics: crate::metrics::TopicMetrics,
+    /// Handlers of this consumer running now; the consumer is busy (not to be scaled away) while non-zero.
+    /// A consumer that is only settling its last message is idle: stopping it lets the settle finish.
+    handlers: AtomicUsize,
     _topic: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -208,6 +211,7 @@ where
         stats,
         metrics: crate::metrics::TopicMetrics::new(&queue),
         queue,
+        handlers: AtomicUsize::new(0),
         _topic: std::marker::PhantomData,
     };
     let mut sequencer = match (mode, T::topology().sequencing()) {
@@ -310,7 +314,9 @@ where
                 other => start!(other),
             }
         }
-        settings.processing.store(!inflight.is_empty(), Ordering::Relaxed);
+        settings
+            .processing
+            .store(shared.handlers.load(Ordering::Relaxed) > 0, Ordering::Relaxed);
         if stopping && inflight.is_empty() {
             break;
         }
@@ -422,6 +428,7 @@ where
             } => {
                 let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
                 shared.metrics.inflight_add(-1.0);
+                shared.handlers.fetch_sub(1, Ordering::Relaxed);
                 record_duration(shared, started);
                 let verdict = outcome_of(shared, &held.envelope, result);
                 let decision = router::decide(
@@ -480,6 +487,7 @@ where
             let started = crate::metrics::ENABLED.then(std::time::Instant::now);
             shared.metrics.inflight_add(1.0);
             // Busy from the first instruction of the handler: scaling never stops a consumer mid-call.
+            shared.handlers.fetch_add(1, Ordering::Relaxed);
             shared.settings.processing.store(true, Ordering::Relaxed);
             call_slot.set(Some(call(message, metadata)));
             let Some(result) = poll_slot(call_slot).await else {
@@ -492,6 +500,7 @@ where
                 });
             };
             shared.metrics.inflight_add(-1.0);
+            shared.handlers.fetch_sub(1, Ordering::Relaxed);
             record_duration(shared, started);
             let verdict = outcome_of(shared, &held.envelope, Some(result));
             router::decide(
