@@ -4,7 +4,7 @@
 //!
 //! | shove concept | Redis |
 //! |---|---|
-//! | topic queue | a stream named as the topology's queue, read through one consumer group (`shove` unless [`RedisConfig::with_group`]); fields `payload`, `x-message-id`, `x-retry-count`, `x-sequence-key`, the death headers, and user headers as `h:{name}` |
+//! | topic queue | a stream named as the topology's queue, read through one consumer group (`shove` unless [`RedisConfig::with_group`]); fields `payload`, `x-message-id`, `x-retry-count` (absent on a first attempt: 0), `x-sequence-key`, the death headers, and user headers as `h:{name}` |
 //! | ack | `XACK` and `XDEL` in one script: fully acknowledged entries are removed, so a stream's length returns to zero once everything is handled |
 //! | hold queue (retry / defer delay) | a due set (sorted set `"{hold queue}:due"`, scored by due time) with one hash per attempt; one script acknowledges the original and schedules the copy, another moves due copies back to the stream: **held by the server**, atomic at both ends |
 //! | DLQ | a stream; one script acknowledges the original and appends the dead letter |

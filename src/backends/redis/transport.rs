@@ -72,10 +72,13 @@ fn fields(env: &Envelope) -> Vec<(String, Vec<u8>)> {
     let mut f = Vec::with_capacity(4 + env.headers.len());
     f.push((PAYLOAD.to_string(), env.payload.clone()));
     f.push((headers::MESSAGE_ID.to_string(), env.message_id.to_text().into_bytes()));
-    f.push((
-        headers::RETRY_COUNT.to_string(),
-        env.retry_count.to_string().into_bytes(),
-    ));
+    // Absent means 0: a first attempt carries one field less, which every read of it has to parse.
+    if env.retry_count > 0 {
+        f.push((
+            headers::RETRY_COUNT.to_string(),
+            env.retry_count.to_string().into_bytes(),
+        ));
+    }
     if let Some(key) = &env.sequence_key {
         f.push((headers::SEQUENCE_KEY.to_string(), key.as_bytes().to_vec()));
     }
@@ -339,13 +342,17 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(&self, client: &RedisClient, work: Work) -> Result<()> {
+    /// Queues `work` and waits for its outcome. `credit`, if any, is given back as soon as the work is
+    /// queued: the entry is settled as far as the consumer is concerned, so the reader may fetch the next
+    /// batch while this one's acknowledgements are on their way (the two use different connections).
+    async fn run(&self, client: &RedisClient, work: Work, credit: Option<CreditBack<'_>>) -> Result<()> {
         use std::sync::atomic::Ordering;
         let (done, result) = tokio::sync::oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Op { work, done });
+        drop(credit);
         // Become the sender unless one is at work; a sender that stops re-checks for late arrivals, so no
         // settlement is left waiting without a sender.
         while self
@@ -565,7 +572,7 @@ impl RedisSubscription {
     async fn run_script(&self, script: &'static str, keys: &[&str], args: Vec<Vec<u8>>) -> Result<()> {
         let keys = keys.iter().map(|k| (*k).to_string()).collect();
         self.batcher
-            .run(&self.client, Work::Script { script, keys, args })
+            .run(&self.client, Work::Script { script, keys, args }, None)
             .await
     }
 
@@ -641,14 +648,14 @@ impl Subscription for RedisSubscription {
 
     async fn settle(&self, token: RedisToken, how: Settlement) -> Result<()> {
         // Settled (or, on failure, left to the reclaim pass): no longer this consumer's to count.
-        let _credit = CreditBack(&self.credits);
+        let credit = CreditBack(&self.credits);
         match how {
             Settlement::Ack => {
                 let work = Work::Ack {
                     stream: self.stream(&token).name.clone(),
                     id: token.id,
                 };
-                self.batcher.run(&self.client, work).await
+                self.batcher.run(&self.client, work, Some(credit)).await
             }
             Settlement::Requeue { envelope, hold } => match hold {
                 Some(h) => {
