@@ -53,10 +53,24 @@ impl fmt::Debug for RabbitMqConfig {
     }
 }
 
-/// The RabbitMQ management HTTP API (plugin `rabbitmq_management`).
+/// The RabbitMQ management HTTP API (plugin `rabbitmq_management`), over `http://` or `https://`.
+///
+/// An `https://` URL (default port 443) verifies the server's certificate against the platform's trust
+/// store unless [`tls_ca_cert`](Self::tls_ca_cert) or [`tls_skip_verify`](Self::tls_skip_verify) says
+/// otherwise; the certificate must name the URL's host (a DNS name or an IP address). A `tls_*` setting
+/// with an `http://` URL is refused, so a configured certificate never silently falls back to plaintext.
+///
+/// ```
+/// use shove::rabbitmq::ManagementConfig;
+///
+/// let mgmt = ManagementConfig::new("https://rabbit.internal:15671", "monitor", "secret")
+///     .with_tls_ca_cert("/etc/rabbitmq/ca.pem");
+/// assert!(!mgmt.tls_skip_verify);
+/// ```
 #[derive(Clone)]
 pub struct ManagementConfig {
-    /// Base URL, e.g. `http://127.0.0.1:15672`.
+    /// Base URL, e.g. `http://127.0.0.1:15672` or `https://rabbit.internal:15671` (a path prefix such as
+    /// `/rabbitmq` is kept).
     pub base_url: String,
     /// User name.
     pub username: String,
@@ -64,14 +78,18 @@ pub struct ManagementConfig {
     pub password: String,
     /// The virtual host whose queues are read (default `/`).
     pub vhost: String,
-    /// Accept any TLS certificate (https URLs only).
+    /// Accept any server certificate, whoever signed it and whatever name it carries (`https://` URLs
+    /// only; the traffic is still encrypted). For tests and throwaway setups; takes precedence over
+    /// `tls_ca_cert`.
     pub tls_skip_verify: bool,
-    /// A CA certificate to trust (https URLs only).
+    /// A PEM file of CA certificates to trust instead of the platform's roots (`https://` URLs only).
+    /// Read when the management client is built (e.g. by `RabbitMqAutoscalerBackend::new`).
     pub tls_ca_cert: Option<PathBuf>,
 }
 
 impl ManagementConfig {
-    /// Settings for `base_url` with basic-auth credentials, vhost `/`.
+    /// Settings for `base_url` with basic-auth credentials, vhost `/`; an `https://` URL trusts the
+    /// platform's roots.
     pub fn new(base_url: impl Into<String>, username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
@@ -89,13 +107,15 @@ impl ManagementConfig {
         self
     }
 
-    /// Accepts any TLS certificate.
+    /// Accepts any server certificate (`https://` URLs only); see
+    /// [`tls_skip_verify`](Self::tls_skip_verify).
     pub fn with_tls_skip_verify(mut self) -> Self {
         self.tls_skip_verify = true;
         self
     }
 
-    /// Trusts the CA certificate at `path`.
+    /// Trusts the PEM CA certificate(s) at `path` instead of the platform's roots (`https://` URLs only);
+    /// see [`tls_ca_cert`](Self::tls_ca_cert).
     pub fn with_tls_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_cert = Some(path.into());
         self

@@ -132,9 +132,12 @@ impl RabbitMqAutoscalerBackend<ManagementClient> {
     ///
     /// # Errors
     ///
-    /// [`ShoveError::Connection`](crate::ShoveError::Connection) for an `https://` management URL (this
-    /// build supports http only); [`ShoveError::Validation`](crate::ShoveError::Validation) for a URL that
-    /// is not `http://host[:port][/path]`.
+    /// [`ShoveError::Validation`](crate::ShoveError::Validation) for a URL that is not
+    /// `http(s)://host[:port][/path]`; [`ShoveError::Connection`](crate::ShoveError::Connection) for a
+    /// `tls_*` setting with an `http://` URL, or an `https://` URL whose CA file
+    /// ([`ManagementConfig::tls_ca_cert`]) cannot be read or holds no certificate (without one: whose
+    /// platform trust store is empty). A certificate the
+    /// client does not trust is reported by the first call that fetches statistics.
     pub fn new(mgmt_config: &ManagementConfig, registry: Arc<Mutex<ConsumerGroupRegistry>>) -> Result<Self> {
         Ok(Self::with_stats_provider(ManagementClient::new(mgmt_config)?, registry))
     }

@@ -1,18 +1,22 @@
 //! Queue statistics from the RabbitMQ management HTTP API (plugin `rabbitmq_management`).
 //!
 //! The crate has no HTTP client dependency, and one GET of a small JSON document does not justify one:
-//! this is a minimal HTTP/1.1 client over a plain TCP connection (`Connection: close`, body read to the
-//! end, plain or chunked). Only `http://` URLs are supported; the management listener is normally local
-//! or behind a trusted network. Without a management URL, queue depth comes from passive declares.
+//! this is a minimal HTTP/1.1 client over a TCP connection (`Connection: close`, body read to the end,
+//! plain or chunked). `http://` URLs talk over plain TCP; `https://` URLs (default port 443) over rustls,
+//! set up in `management_tls` from the config's `tls_skip_verify` / `tls_ca_cert` (else the platform's
+//! roots). The HTTP exchange is written once, over any byte stream. Without a management URL, queue
+//! depth comes from passive declares.
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::config::ManagementConfig;
 use super::facade::{QueueStats, QueueStatsProvider};
+use super::management_tls::ManagementTls;
 use crate::error::{Result, ShoveError};
 
 /// Every call to the management API is bounded by this.
@@ -25,6 +29,8 @@ const MAX_RESPONSE: usize = 8 * 1024 * 1024;
 /// `RabbitMqAutoscalerBackend`; built from a [`ManagementConfig`].
 pub struct ManagementClient {
     endpoint: Endpoint,
+    /// Set for an `https://` URL.
+    tls: Option<ManagementTls>,
     vhost: String,
     /// `Basic <base64(user:password)>`.
     authorization: String,
@@ -35,22 +41,40 @@ impl fmt::Debug for ManagementClient {
         f.debug_struct("ManagementClient")
             .field("base_url", &self.endpoint.display_base())
             .field("vhost", &self.vhost)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
 impl ManagementClient {
-    /// A client for `config`'s management API.
+    /// A client for `config`'s management API. For an `https://` URL this reads the CA file (or the
+    /// platform's roots) now.
     ///
     /// # Errors
     ///
-    /// [`ShoveError::Connection`] for an `https://` URL (not supported by this build);
-    /// [`ShoveError::Validation`] for a URL that is not `http://host[:port][/path]`.
+    /// [`ShoveError::Validation`] for a URL that is not `http(s)://host[:port][/path]`;
+    /// [`ShoveError::Connection`] for a `tls_*` setting with an `http://` URL, or a CA file that cannot
+    /// be read or holds no certificate.
     pub(crate) fn new(config: &ManagementConfig) -> Result<Self> {
         let endpoint = Endpoint::parse(&config.base_url)?;
+        let tls = if endpoint.tls {
+            Some(ManagementTls::new(config, &endpoint.host)?)
+        } else if config.tls_skip_verify || config.tls_ca_cert.is_some() {
+            // As NatsConfig: a TLS setting never silently falls back to plaintext.
+            return Err(ShoveError::Connection(format!(
+                "ManagementConfig sets TLS options (tls_skip_verify / tls_ca_cert) but the base_url '{}' is \
+                 not an https URL; use https://{}{} (or remove the tls_* settings to use plain http)",
+                endpoint.display_base(),
+                endpoint.authority,
+                endpoint.base_path
+            )));
+        } else {
+            None
+        };
         let credentials = format!("{}:{}", config.username, config.password);
         Ok(Self {
             endpoint,
+            tls,
             vhost: config.vhost.clone(),
             authorization: format!("Basic {}", base64(credentials.as_bytes())),
         })
@@ -70,17 +94,21 @@ impl ManagementClient {
     async fn get(&self, path: &str) -> Result<Vec<u8>> {
         let url = format!("{}{}", self.endpoint.display_base(), path);
         let call = async {
-            let mut stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
+            let tcp = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
                 .await
                 .map_err(|e| {
                     ShoveError::Connection(format!("cannot reach the RabbitMQ management API at {url}: {e}"))
                 })?;
+            let mut stream: Box<dyn Stream> = match &self.tls {
+                Some(tls) => Box::new(tls.handshake(tcp, &url).await?),
+                None => Box::new(tcp),
+            };
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nAccept: application/json\r\n\
                  User-Agent: shove\r\nConnection: close\r\n\r\n",
                 self.endpoint.authority, self.authorization
             );
-            write_all(&stream, request.as_bytes())
+            send(&mut stream, request.as_bytes())
                 .await
                 .map_err(|e| ShoveError::Connection(format!("sending GET {url} to the management API failed: {e}")))?;
             let raw = read_to_end(&mut stream, MAX_RESPONSE)
@@ -117,9 +145,16 @@ impl QueueStatsProvider for ManagementClient {
     }
 }
 
-/// Where the management API listens, from `http://host[:port][/prefix]`.
+/// A connection to the management API: plain TCP or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// Where the management API listens, from `http[s]://host[:port][/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Endpoint {
+    /// `https://`.
+    tls: bool,
     /// Host to connect to (an IPv6 address without brackets).
     host: String,
     port: u16,
@@ -133,16 +168,13 @@ impl Endpoint {
     fn parse(base_url: &str) -> Result<Self> {
         let url = base_url.trim();
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            return Err(ShoveError::Connection(format!(
-                "management base_url {url} uses https, but this build of shove supports only http management \
-                 URLs; use a local http listener (e.g. http://127.0.0.1:15672) or leave management unset \
-                 (queue depth then comes from passive queue declares)"
-            )));
-        }
-        let Some(rest) = lower.starts_with("http://").then(|| &url["http://".len()..]) else {
+        let (tls, rest) = if lower.starts_with("https://") {
+            (true, &url["https://".len()..])
+        } else if lower.starts_with("http://") {
+            (false, &url["http://".len()..])
+        } else {
             return Err(ShoveError::Validation(format!(
-                "management base_url {url} must start with http:// (e.g. http://127.0.0.1:15672)"
+                "management base_url {url} must start with http:// or https:// (e.g. http://127.0.0.1:15672)"
             )));
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -163,6 +195,7 @@ impl Endpoint {
             }
         };
         let port = match port {
+            None | Some("") if tls => 443,
             None | Some("") => 80,
             Some(p) => p.parse::<u16>().map_err(|_| invalid())?,
         };
@@ -171,6 +204,7 @@ impl Endpoint {
         }
         let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
             authority: authority.to_string(),
@@ -178,9 +212,10 @@ impl Endpoint {
         })
     }
 
-    /// `http://authority` (never any credentials), for messages.
+    /// `http[s]://authority` (never any credentials), for messages.
     fn display_base(&self) -> String {
-        format!("http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 }
 
@@ -215,27 +250,18 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-// Written against `TcpStream`'s readiness API so only tokio's `net` feature is needed (no `io-util`).
-
-async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Writes all of `buf` and flushes it (TLS buffers records).
+async fn send(stream: &mut (impl AsyncWrite + Unpin + ?Sized), buf: &[u8]) -> io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
 }
 
-async fn read_to_end(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>> {
+/// Reads until the peer closes, at most `limit` bytes.
+async fn read_to_end(stream: &mut (impl AsyncRead + Unpin + ?Sized), limit: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        stream.readable().await?;
-        match stream.try_read(&mut buf) {
+        match stream.read(&mut buf).await {
             Ok(0) => return Ok(out),
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
@@ -243,7 +269,10 @@ async fn read_to_end(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>
                     return Err(io::Error::other(format!("the answer is larger than {limit} bytes")));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A TLS peer that closes TCP without close_notify (common behind proxies). A truncated answer
+            // is still caught: parse_response checks Content-Length and the chunked terminator, and the
+            // JSON parse rejects a cut document.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(out),
             Err(e) => return Err(e),
         }
     }
@@ -377,8 +406,20 @@ mod tests {
             (e.host.as_str(), e.port, e.authority.as_str()),
             ("::1", 15672, "[::1]:15672")
         );
+        let e = Endpoint::parse("HTTPS://rabbit.example/mgmt").unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port, e.display_base().as_str()),
+            (true, "rabbit.example", 443, "https://rabbit.example")
+        );
+        let e = Endpoint::parse("https://[::1]:15671").unwrap();
+        assert_eq!((e.tls, e.host.as_str(), e.port), (true, "::1", 15671));
+        assert!(!Endpoint::parse("http://h").unwrap().tls);
         assert!(matches!(
             Endpoint::parse("127.0.0.1:15672"),
+            Err(ShoveError::Validation(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("ftp://127.0.0.1:15672"),
             Err(ShoveError::Validation(_))
         ));
         assert!(matches!(
@@ -392,13 +433,37 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_the_way_out() {
-        let err = ManagementClient::new(&config("https://rabbit.example:15671")).unwrap_err();
-        let ShoveError::Connection(msg) = err else {
-            panic!("expected a connection error, got {err:?}");
-        };
-        assert!(msg.contains("only http management URLs"), "{msg}");
-        assert!(msg.contains("leave management unset"), "{msg}");
+    fn https_urls_get_tls_and_tls_options_need_an_https_url() {
+        let client = ManagementClient::new(&config("https://10.0.0.7:15671/m").with_tls_skip_verify()).unwrap();
+        assert!(client.tls.is_some());
+        assert!(format!("{client:?}").contains("https://10.0.0.7:15671"), "{client:?}");
+        // Without options, an https URL trusts the platform's roots.
+        assert!(
+            ManagementClient::new(&config("https://rabbit.example"))
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        assert!(
+            ManagementClient::new(&config("http://rabbit.example"))
+                .unwrap()
+                .tls
+                .is_none()
+        );
+
+        for cfg in [
+            config("http://user:pw@rabbit.example:15672/m/").with_tls_skip_verify(),
+            config("http://user:pw@rabbit.example:15672/m/").with_tls_ca_cert("/etc/ca.pem"),
+        ] {
+            let err = ManagementClient::new(&cfg).unwrap_err();
+            let ShoveError::Connection(msg) = err else {
+                panic!("expected a connection error, got {err:?}");
+            };
+            assert!(msg.contains("not an https URL"), "{msg}");
+            assert!(msg.contains("use https://rabbit.example:15672/m"), "{msg}");
+            assert!(msg.contains("remove the tls_* settings"), "{msg}");
+            assert!(!msg.contains("pw"), "{msg}");
+        }
     }
 
     #[test]
@@ -468,7 +533,8 @@ mod tests {
                     Err(e) => panic!("{e}"),
                 }
             }
-            write_all(&stream, answer).await.unwrap();
+            let mut stream = stream;
+            stream.write_all(answer).await.unwrap();
             String::from_utf8(request).unwrap()
         });
         (url, server)

@@ -5,6 +5,7 @@ mod config;
 mod facade;
 mod headers;
 mod management;
+mod management_tls;
 mod publisher;
 mod registry;
 mod topology;
