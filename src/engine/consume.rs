@@ -63,6 +63,9 @@ struct Shared<'a, T: Topic, H: MessageHandler<T>, S: Subscription> {
     /// Handlers of this consumer running now; the consumer is busy (not to be scaled away) while non-zero.
     /// A consumer that is only settling its last message is idle: stopping it lets the settle finish.
     handlers: AtomicUsize,
+    /// Signalled when a handler that had to wait finishes: the loop may take the next message while that
+    /// message's settlement is still on its way.
+    handler_done: tokio::sync::Notify,
     _topic: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -212,6 +215,7 @@ where
         metrics: crate::metrics::TopicMetrics::new(&queue),
         queue,
         handlers: AtomicUsize::new(0),
+        handler_done: tokio::sync::Notify::new(),
         _topic: std::marker::PhantomData,
     };
     let mut sequencer = match (mode, T::topology().sequencing()) {
@@ -253,7 +257,16 @@ where
     }
 
     loop {
-        let room = settings.capacity.saturating_sub(inflight.len());
+        // Prefetch bounds the handlers running at once. A live consumer whose handler is done does not wait
+        // for its settlement's round trip before taking the next message: up to `capacity` settlements may
+        // be on their way besides the handlers (the brokers are asked for twice the prefetch for this).
+        let room = match mode {
+            Mode::Live => settings
+                .capacity
+                .saturating_sub(shared.handlers.load(Ordering::Relaxed))
+                .min((2 * settings.capacity).saturating_sub(inflight.len())),
+            Mode::DeadLetters => settings.capacity.saturating_sub(inflight.len()),
+        };
         tokio::select! {
             biased;
             _ = ctl.abort.cancelled() => {
@@ -268,6 +281,8 @@ where
             Some(done) = inflight.next(), if !inflight.is_empty() => {
                 complete(done, sequencer.as_mut(), &mut work);
             }
+            // A handler finished while its settlement is still on its way: there is room again.
+            _ = shared.handler_done.notified(), if room == 0 && !stopping && matches!(mode, Mode::Live) => {}
             _ = ctl.stop.cancelled(), if !stopping => stopping = true,
             received = sub.receive(room, &mut batch), if room > 0 && !stopping => match received {
                 Ok(true) => {
@@ -429,6 +444,7 @@ where
                 let result = with_timeout(&mut call, shared.settings.handler_timeout).await;
                 shared.metrics.inflight_add(-1.0);
                 shared.handlers.fetch_sub(1, Ordering::Relaxed);
+                shared.handler_done.notify_one();
                 record_duration(shared, started);
                 let verdict = outcome_of(shared, &held.envelope, result);
                 let decision = router::decide(
