@@ -805,3 +805,7 @@ async fn settle_logged<T, H, S>(
         tracing::error!(queue = %shared.queue, error = %e, "settling a delivery failed; the broker will redeliver it");
     }
 }
+
+#[cfg(test)]
+#[path = "consume_tests.rs"]
+mod tests;
