@@ -53,6 +53,26 @@ fn run_id() -> String {
     format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
+/// CPU time this process has used so far (user + system, all threads), from /proc (10 ms ticks).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Client CPU per message over a phase that began at `cpu_before`, in µs.
+fn cpu_per_message(cpu_before: Duration, n: u64) -> f64 {
+    (cpu_time() - cpu_before).as_secs_f64() * 1e6 / n as f64
+}
+
 fn url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -122,6 +142,7 @@ async fn raw(n: u64) -> f64 {
     }
 
     let started = Instant::now();
+    let cpu = cpu_time();
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(100)
@@ -141,6 +162,7 @@ async fn raw(n: u64) -> f64 {
         seen += 1;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    println!("raw client CPU while consuming: {:.2} µs/msg", cpu_per_message(cpu, n));
     drop(messages);
     js.delete_stream(&name).await.expect("delete stream");
     rate
@@ -227,7 +249,12 @@ async fn main() {
             .and_then(|p| p.parse().ok())
             .unwrap_or(100);
         let started = Instant::now();
+        let cpu = cpu_time();
         let finished = consume::<Plain>(&client, n, prefetch, false).await;
+        println!(
+            "shove client CPU while consuming: {:.2} µs/msg",
+            cpu_per_message(cpu, n)
+        );
         let r = n as f64 / (finished - started).as_secs_f64();
         let ratio = raw_rate
             .map(|raw| format!(" = {:.0}% of raw", 100.0 * r / raw))

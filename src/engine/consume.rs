@@ -454,7 +454,10 @@ where
                     T::topology(),
                 );
                 let id = held.envelope.message_id.clone();
-                let applied = apply(held, decision, shared).await;
+                // Boxed, like the job below: the in-flight set allocates and copies every waiting future
+                // at its full size, and most are settlements waiting for a broker round trip (Redis,
+                // RabbitMQ), which need only a few bytes; inline, these rarer paths made each ~3 KB.
+                let applied = Box::pin(apply(held, decision, shared)).await;
                 Done {
                     key,
                     head: Some(head_result(applied, id)),
@@ -470,7 +473,7 @@ where
                     }
                 }
             },
-            Waiting::Job(job) => slow_job(job, shared).await,
+            Waiting::Job(job) => Box::pin(slow_job(job, shared)).await,
         }
     }
 }
@@ -537,7 +540,11 @@ where
         head: Some(head_result(applied, id.clone())),
     };
     settle_slot.set(Some(settle(token, settlement)));
-    match poll_slot(settle_slot).await {
+    // Unconstrained by tokio's cooperative budget: a batch of deliveries spends the task's budget on the
+    // transport's channel receives, after which every settle that would complete at once (an ack queued to
+    // the connection's channel) reports `Pending` instead and takes the slow path: an allocation and a copy
+    // of its future into the in-flight set per message. The loop yields by itself (`YIELD_EVERY`).
+    match tokio::task::unconstrained(poll_slot(settle_slot)).await {
         None => {
             let pending = std::mem::replace(settle_slot, Box::pin(None));
             Step::Wait(Waiting::Settle {
