@@ -277,5 +277,14 @@ async fn main() {
             (finished - started).as_secs_f64() * 1000.0
         );
     }
+    // Leave no streams behind: stale streams slow the server down for the next run.
+    let js = jetstream::new(async_nats::connect(url()).await.expect("connect"));
+    for queue in [Plain::topology().queue(), Retried::topology().queue()]
+        .into_iter()
+        .chain(Retried::topology().dlq())
+    {
+        // shove names a topic's stream SHOVE_<queue> (these queue names need no escaping).
+        let _ = js.delete_stream(format!("SHOVE_{queue}")).await;
+    }
     <Nats as Backend>::close(&client).await;
 }

@@ -18,16 +18,12 @@ use crate::topology::QueueTopology;
 /// `x-original-queue`; user headers may not start with one of [`headers::RESERVED_PREFIXES`].
 pub(crate) mod headers {
     /// The stable message id.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub const MESSAGE_ID: &str = "x-message-id";
     /// Retries before this delivery.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub const RETRY_COUNT: &str = "x-retry-count";
     /// The ordering key of a sequenced message.
     #[cfg_attr(
@@ -36,22 +32,16 @@ pub(crate) mod headers {
     )]
     pub const SEQUENCE_KEY: &str = "x-sequence-key";
     /// Why a message was dead-lettered.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub const DEATH_REASON: &str = "x-death-reason";
     /// How many times a message was dead-lettered.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub const DEATH_COUNT: &str = "x-death-count";
     /// The queue a dead-lettered message was consumed from.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
     pub const ORIGINAL_QUEUE: &str = "x-original-queue";
     /// Prefixes a user header may not start with (compared case-insensitively): shove 0.11's four, plus
     /// `x-original-queue`, which every backend writes when dead-lettering (contract rule 2).

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
-use crate::engine::envelope::new_message_id;
+use crate::engine::envelope::{new_message_id, no_headers};
 use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
@@ -229,6 +229,30 @@ fn extend_headers(h: &mut HeaderMap, env: &Envelope) {
     }
 }
 
+/// The stream sequence and delivery count of a JetStream delivery, read from its ack subject:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, or on 2.10+
+/// servers `$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>…` (9 or more
+/// tokens after the prefix). `Message::info` parses every field, the timestamp included; this reads
+/// the two the consumer needs, once per message.
+fn ack_info(reply: &Option<Subject>) -> Option<(u64, u64)> {
+    let rest = reply.as_deref()?.strip_prefix("$JS.ACK.")?;
+    let mut tokens = [""; 9];
+    let mut n = 0;
+    for (slot, token) in tokens.iter_mut().zip(rest.split('.')) {
+        *slot = token;
+        n += 1;
+    }
+    let delivered_at = match n {
+        7 => 2,
+        9 => 4,
+        _ => return None,
+    };
+    Some((
+        tokens[delivered_at + 1].parse().ok()?,
+        tokens[delivered_at].parse().ok()?,
+    ))
+}
+
 /// Rebuilds the envelope of a delivered message.
 fn envelope_of(payload: &Bytes, h: Option<&HeaderMap>) -> Envelope {
     let mut env = Envelope {
@@ -236,7 +260,7 @@ fn envelope_of(payload: &Bytes, h: Option<&HeaderMap>) -> Envelope {
         message_id: MessageId::Text(Arc::from("")),
         retry_count: 0,
         sequence_key: None,
-        headers: Arc::default(),
+        headers: no_headers(),
         death: None,
     };
     let (mut id, mut dedup_id) = (None, None);
@@ -654,10 +678,7 @@ impl NatsSubscription {
     /// The delivery of a pulled message (`None`: not a JetStream delivery).
     fn delivery(&self, m: async_nats::jetstream::Message) -> Option<Delivery<NatsToken>> {
         let reply = m.reply.clone()?;
-        let (sequence, delivered) = match m.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            Err(_) => (0, 1),
-        };
+        let (sequence, delivered) = ack_info(&m.reply).unwrap_or((0, 1));
         let envelope = envelope_of(&m.payload, m.headers.as_ref());
         self.handling
             .lock()
@@ -1151,6 +1172,21 @@ async fn extend_ack_wait(client: NatsClient, handling: Handling, stop: Cancellat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ack_subjects_of_old_and_new_servers_are_read() {
+        let v1 = Some(Subject::from(
+            "$JS.ACK.SHOVE_q.q-consumer.3.1042.977.1764337000000000000.12",
+        ));
+        assert_eq!(ack_info(&v1), Some((1042, 3)));
+        let v2 = Some(Subject::from(
+            "$JS.ACK._.ACCHASH.SHOVE_q.q-consumer.1.7.7.1764337000000000000.0.RANDOM",
+        ));
+        assert_eq!(ack_info(&v2), Some((7, 1)));
+        assert_eq!(ack_info(&Some(Subject::from("_INBOX.abc"))), None);
+        assert_eq!(ack_info(&Some(Subject::from("$JS.ACK.s.c.x.1.2.3.4"))), None);
+        assert_eq!(ack_info(&None), None);
+    }
 
     #[test]
     fn header_escaping_round_trips() {

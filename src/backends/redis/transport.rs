@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{RedisClient, redis_error};
 use super::config::BLOCK_TIME;
 use super::scripts;
-use crate::engine::envelope::new_message_id;
+use crate::engine::envelope::{new_message_id, no_headers};
 use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
@@ -124,7 +124,7 @@ fn envelope(fields: Vec<Value>) -> Envelope {
         message_id: MessageId::Text(Arc::from("")),
         retry_count: 0,
         sequence_key: None,
-        headers: Arc::default(),
+        headers: no_headers(),
         death: None,
     };
     let mut id = None;
