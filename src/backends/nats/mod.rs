@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod facade;
 mod publisher;
+mod puller;
 mod registry;
 mod transport;
 

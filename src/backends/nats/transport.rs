@@ -59,14 +59,13 @@ mod names {
 }
 use names::{DUE, MSG_ID, TARGET};
 
+use super::puller::{PULL_EXPIRES, Puller};
+
 /// Whether a header is shove's or the server's (every other header is the user's).
 fn is_reserved(name: &str) -> bool {
     name.starts_with("Shove-") || name.starts_with("Nats-") || name == headers::SEQUENCE_KEY
 }
 
-/// How long a pull request waits for messages: also the longest a closing subscription waits for the
-/// request it has open to end (messages sent to a request nobody reads would wait out the ack wait).
-const PULL_EXPIRES: Duration = Duration::from_millis(300);
 /// The server redelivers a message not acknowledged (or extended) within this time.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often the ack wait of messages being handled is extended.
@@ -551,7 +550,8 @@ pub struct NatsSubscription {
     dlq: Option<String>,
     credits: Arc<Semaphore>,
     handling: Handling,
-    puller: tokio::sync::Mutex<Puller>,
+    /// The pull requests, and the messages of the last pull not yet turned into deliveries.
+    puller: tokio::sync::Mutex<(Puller, Vec<async_nats::Message>)>,
     /// Whether this subscription may read (always, except a sequenced topic's standby).
     owned: Arc<Ownership>,
     stop: CancellationToken,
@@ -563,42 +563,28 @@ pub struct NatsSubscription {
 
 /// Whether a subscription holds its topic's lock, and a wake-up for when that changes.
 #[derive(Default)]
-struct Ownership {
+pub(super) struct Ownership {
     held: std::sync::atomic::AtomicBool,
     changed: tokio::sync::Notify,
 }
 
-/// The pull requests in progress. Kept across `receive` calls, so dropping a `receive` future loses
-/// nothing: messages stay in their request's subscription until the next call.
-///
-/// Up to two requests are open at once: the next one is sent as soon as half the prefetch is free again,
-/// so the server is never idle waiting for a request while the engine works (the server serves requests
-/// in order, so messages still arrive in stream order). Together they never ask for more messages than
-/// there are credits.
-struct Puller {
-    consumer: PullConsumer,
-    prefetch: usize,
-    /// A request being sent (boxed so it survives a dropped `receive`), with the credits it asks for.
-    opening: Option<(OpenRequest, usize)>,
-    /// Open requests, oldest first, with the credits each has not used yet.
-    open: std::collections::VecDeque<(pull::Batch, usize)>,
-}
+impl Ownership {
+    pub(super) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
 
-type OpenRequest = futures::future::BoxFuture<'static, std::result::Result<pull::Batch, String>>;
-
-impl Puller {
-    fn request(&mut self, count: usize) {
-        let consumer = self.consumer.clone();
-        let open = async move {
-            consumer
-                .batch()
-                .max_messages(count)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await
-                .map_err(|e| e.to_string())
-        };
-        self.opening = Some((Box::pin(open), count));
+    /// Waits while the lock is not held (a sequenced topic's standby).
+    pub(super) async fn wait(&self) {
+        loop {
+            // Registered for the wake-up before looking, so a change in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_held() {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -639,18 +625,22 @@ impl NatsSubscription {
             tokio::spawn(move_due(client.clone(), hold, stop.clone()));
         }
         tokio::spawn(extend_ack_wait(client.clone(), handling.clone(), stop.clone()));
+        let credits = Arc::new(Semaphore::new(prefetch));
+        let info = consumer.cached_info();
+        let puller = Puller::new(
+            client.core().clone(),
+            &info.stream_name,
+            &info.name,
+            prefetch,
+            credits.clone(),
+        );
         Ok(Self {
             client,
             queue,
             dlq: topology.dlq().map(str::to_string),
-            credits: Arc::new(Semaphore::new(prefetch)),
+            credits,
             handling,
-            puller: tokio::sync::Mutex::new(Puller {
-                consumer,
-                prefetch,
-                opening: None,
-                open: std::collections::VecDeque::new(),
-            }),
+            puller: tokio::sync::Mutex::new((puller, Vec::with_capacity(prefetch))),
             owned,
             stop,
             keeper: tokio::sync::Mutex::new(keeper),
@@ -658,25 +648,8 @@ impl NatsSubscription {
         })
     }
 
-    /// Takes at least one credit (waiting for it), then every credit free: how many messages to ask for.
-    /// Cancel-safe: credits are taken only once the wait is over.
-    async fn take_credits(&self, prefetch: usize) -> usize {
-        let Ok(first) = self.credits.acquire().await else {
-            return 0;
-        };
-        first.forget();
-        let more = self.credits.available_permits().min(prefetch - 1);
-        match self.credits.try_acquire_many(more as u32) {
-            Ok(p) => {
-                p.forget();
-                1 + more
-            }
-            Err(_) => 1,
-        }
-    }
-
     /// The delivery of a pulled message (`None`: not a JetStream delivery).
-    fn delivery(&self, m: async_nats::jetstream::Message) -> Option<Delivery<NatsToken>> {
+    fn delivery(&self, m: async_nats::Message) -> Option<Delivery<NatsToken>> {
         let reply = m.reply.clone()?;
         let (sequence, delivered) = ack_info(&m.reply).unwrap_or((0, 1));
         let envelope = envelope_of(&m.payload, m.headers.as_ref());
@@ -693,111 +666,6 @@ impl NatsSubscription {
                 sequence,
             },
         })
-    }
-
-    /// Waits while this subscription is a sequenced topic's standby.
-    async fn wait_until_owned(&self) {
-        loop {
-            // Registered for the wake-up before looking, so a change in between is not missed.
-            let changed = self.owned.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.owned.held.load(Ordering::Acquire) {
-                return;
-            }
-            changed.await;
-        }
-    }
-
-    /// Pulls until at least one message arrived; appends at most `max`. Cancel-safe (see [`Puller`]).
-    async fn pull(&self, p: &mut Puller, max: usize, out: &mut Vec<Delivery<NatsToken>>) -> Result<()> {
-        let half = (p.prefetch / 2).max(1);
-        loop {
-            if p.opening.is_none() && p.open.is_empty() {
-                self.wait_until_owned().await;
-                let count = self.take_credits(p.prefetch).await;
-                if count == 0 {
-                    return Ok(());
-                }
-                p.request(count);
-            }
-            let may_add = p.opening.is_none() && p.open.len() < 2 && self.owned.held.load(Ordering::Acquire);
-            tokio::select! {
-                biased;
-                m = async {
-                    match p.open.front_mut() {
-                        Some((batch, _)) => batch.next().await,
-                        None => std::future::pending().await,
-                    }
-                }, if !p.open.is_empty() => {
-                    if m.is_none() {
-                        // The oldest request ended (all its messages arrived, or it expired).
-                        self.finish_front(p);
-                        continue;
-                    }
-                    let mut next = m;
-                    while let Some(m) = next.take() {
-                        let Some((batch, left)) = p.open.front_mut() else { break };
-                        match m {
-                            Ok(m) => {
-                                *left = left.saturating_sub(1);
-                                if let Some(d) = self.delivery(m) {
-                                    out.push(d);
-                                }
-                            }
-                            Err(e) => {
-                                self.finish_front(p);
-                                return Err(nats_error("pulling messages from NATS failed", e));
-                            }
-                        }
-                        if out.len() < max {
-                            // Take what has already arrived, without waiting.
-                            match futures::FutureExt::now_or_never(batch.next()) {
-                                Some(Some(m)) => next = Some(m),
-                                Some(None) => self.finish_front(p),
-                                None => {}
-                            }
-                        }
-                    }
-                    if !out.is_empty() {
-                        return Ok(());
-                    }
-                }
-                opened = async {
-                    match p.opening.as_mut() {
-                        Some((open, _)) => open.await,
-                        None => std::future::pending().await,
-                    }
-                }, if p.opening.is_some() => {
-                    let (_, count) = p.opening.take().unwrap_or_else(|| unreachable!());
-                    match opened {
-                        Ok(batch) => p.open.push_back((batch, count)),
-                        Err(e) => {
-                            self.credits.add_permits(count);
-                            return Err(nats_error("pulling messages from NATS failed", e));
-                        }
-                    }
-                }
-                taken = self.credits.acquire_many(half as u32), if may_add => {
-                    if let Ok(taken) = taken {
-                        taken.forget();
-                        let more = self.credits.available_permits().min(p.prefetch - half);
-                        let more = match self.credits.try_acquire_many(more as u32) {
-                            Ok(t) => { t.forget(); more }
-                            Err(_) => 0,
-                        };
-                        p.request(half + more);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Drops the oldest request once it has ended, giving back the credits it did not use.
-    fn finish_front(&self, p: &mut Puller) {
-        if let Some((_, left)) = p.open.pop_front() {
-            self.credits.add_permits(left);
-        }
     }
 
     /// Sends an acknowledgement kind for a delivery.
@@ -871,10 +739,21 @@ impl Subscription for NatsSubscription {
     type Token = NatsToken;
 
     async fn receive(&self, max: usize, out: &mut Vec<Delivery<NatsToken>>) -> Result<bool> {
-        let mut puller = self.puller.lock().await;
-        tokio::select! {
-            _ = self.stop.cancelled() => Ok(false),
-            r = self.pull(&mut puller, max.max(1), out) => r.map(|()| !out.is_empty()),
+        let mut guard = self.puller.lock().await;
+        let (puller, pulled) = &mut *guard;
+        let result = tokio::select! {
+            _ = self.stop.cancelled() => Ok(()),
+            r = puller.pull(max.max(1), &self.owned, pulled) => r,
+        };
+        out.extend(pulled.drain(..).filter_map(|m| self.delivery(m)));
+        match result {
+            Ok(()) => Ok(!out.is_empty()),
+            // What arrived before the error is handled; the error shows on the next call if it persists.
+            Err(e) if !out.is_empty() => {
+                tracing::warn!(error = %e, "NATS pull failed after messages arrived");
+                Ok(true)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -935,25 +814,20 @@ impl Subscription for NatsSubscription {
 
     async fn close(&self) {
         self.stop.cancel();
-        // Messages of the request still open go back at once: the server would otherwise wait out the
-        // ack wait for messages it sent to a request nobody reads.
-        let mut puller = self.puller.lock().await;
-        let mut open: Vec<pull::Batch> = puller.open.drain(..).map(|(b, _)| b).collect();
-        if let Some((opening, _)) = puller.opening.take()
-            && let Ok(batch) = opening.await
-        {
-            open.push(batch);
-        }
+        // Messages of the requests still open go back at once: the server would otherwise wait out the
+        // ack wait for messages it sent to requests nobody reads.
+        let mut guard = self.puller.lock().await;
+        let (puller, pulled) = &mut *guard;
+        let mut arrived = std::mem::take(pulled);
+        arrived.extend(puller.drain().await);
         let mut back = self
             .handed_back
             .as_ref()
             .map(|h| std::mem::take(&mut *h.lock().unwrap_or_else(|p| p.into_inner())))
             .unwrap_or_default();
-        for mut batch in open {
-            while let Some(Ok(m)) = batch.next().await {
-                if let Some(reply) = m.reply.clone() {
-                    back.push((m.info().map(|i| i.stream_sequence).unwrap_or(0), reply));
-                }
+        for m in arrived {
+            if let Some(reply) = m.reply.clone() {
+                back.push((ack_info(&m.reply).map_or(0, |(sequence, _)| sequence), reply));
             }
         }
         // In stream order: the server redelivers hand-backs in the order it gets them.
