@@ -290,6 +290,17 @@ impl Running {
         self.finish_with_window().await.0
     }
 
+    /// As `finish`; returns when the last message was handled (before the consumers were stopped).
+    async fn finish_timed(self) -> Instant {
+        self.done.notified().await;
+        let handled = Instant::now();
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.expect("task").expect("consumer");
+        }
+        handled
+    }
+
     /// As `finish`, plus the steady-state rate: messages per second between the 20 % and 80 % marks.
     async fn finish_with_window(self) -> (f64, f64) {
         self.done.notified().await;
@@ -352,10 +363,14 @@ async fn main() {
         let started = Instant::now();
         let running = start::<Retried>(&client, m, 1, ConsumerOptions::preset(500), true, None);
         publish_all::<Retried>(&client, m).await;
-        running.finish().await;
+        let published = started.elapsed();
+        let handled = running.finish_timed().await - started;
         println!(
-            "retry      {m} msgs each retried once through a 100 ms hold queue: {:.0} ms end to end",
-            started.elapsed().as_secs_f64() * 1000.0
+            "retry      {m} msgs each retried once through a 100 ms hold queue: {:.0} ms end to end \
+             (published after {} ms, all handled twice after {} ms)",
+            started.elapsed().as_secs_f64() * 1000.0,
+            published.as_millis(),
+            handled.as_millis()
         );
     }
     #[cfg(feature = "rabbitmq-transactional")]
