@@ -61,6 +61,20 @@ pub struct AutoscalerConfig {
     pub cooldown_duration: Duration,
 }
 
+impl AutoscalerConfig {
+    /// The threshold strategy with these multipliers, stabilized by these durations.
+    pub(crate) fn stabilized_threshold(&self) -> Stabilized<ThresholdStrategy> {
+        Stabilized::new(
+            ThresholdStrategy {
+                scale_up_multiplier: self.scale_up_multiplier,
+                scale_down_multiplier: self.scale_down_multiplier,
+            },
+            self.hysteresis_duration,
+            self.cooldown_duration,
+        )
+    }
+}
+
 impl Default for AutoscalerConfig {
     fn default() -> Self {
         Self {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
+use crate::autoscaler::{Autoscaler, AutoscalerConfig};
 use crate::backend::capability::HasCoordinatedGroups;
 use crate::backend::internal::RegistryImpl;
 use crate::consumer_supervisor::SupervisorOutcome;
@@ -179,14 +179,7 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
         if let Some(cfg) = self.autoscaling.clone() {
             let transport = self.registry.lock().await.transport();
             let backend = GroupsAutoscaler::new(Registries::One(self.registry.clone()), transport);
-            let strategy = Stabilized::new(
-                ThresholdStrategy {
-                    scale_up_multiplier: cfg.scale_up_multiplier,
-                    scale_down_multiplier: cfg.scale_down_multiplier,
-                },
-                cfg.hysteresis_duration,
-                cfg.cooldown_duration,
-            );
+            let strategy = cfg.stabilized_threshold();
             let stop = scaler_task.stop_token();
             scaler_task.spawn(async move {
                 Autoscaler::new(backend, strategy, cfg.poll_interval).run(stop).await;

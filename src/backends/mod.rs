@@ -579,6 +579,80 @@ macro_rules! group_registry {
     };
 }
 
+/// Defines a backend's autoscaler backend: scales the groups of one registry (or of every group made
+/// through `Broker::consumer_group` on a connection) by the depth a stats provider reports. The backend
+/// says which two of its statistics are the ready and in-flight counts; its constructors that pick a
+/// default provider stay with the backend.
+#[cfg(any(
+    feature = "inmemory",
+    feature = "rabbitmq",
+    feature = "redis-streams",
+    feature = "nats"
+))]
+macro_rules! autoscaler_facade {
+    (
+        $(#[$doc:meta])*
+        $name:ident<S: $provider:ident = $default:ty> {
+            registry: $registry:ty,
+            with_stats_provider: $with_doc:literal,
+            depth: |$s:ident| ($ready:expr, $in_flight:expr) $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        pub struct $name<S: $provider = $default> {
+            stats: S,
+            registries: $crate::engine::registry::Registries<$registry>,
+        }
+
+        impl<S: $provider> $name<S> {
+            #[doc = $with_doc]
+            pub fn with_stats_provider(
+                stats_provider: S,
+                registry: std::sync::Arc<tokio::sync::Mutex<$registry>>,
+            ) -> Self {
+                Self {
+                    stats: stats_provider,
+                    registries: $crate::engine::registry::Registries::One(registry),
+                }
+            }
+
+            /// Every group of a connection's directory, read through `stats`.
+            pub(crate) fn over_directory(
+                stats: S,
+                directory: std::sync::Arc<$crate::engine::registry::GroupDirectory<$registry>>,
+            ) -> Self {
+                Self {
+                    stats,
+                    registries: $crate::engine::registry::Registries::Directory(directory),
+                }
+            }
+        }
+
+        impl<S: $provider> $crate::autoscaler::AutoscalerBackend for $name<S> {
+            type GroupId = String;
+
+            async fn list_groups(&self) -> $crate::error::Result<Vec<String>> {
+                Ok(self.registries.names().await)
+            }
+
+            async fn fetch_metrics(&self, group: &String) -> $crate::error::Result<$crate::autoscaler::ScalingMetrics> {
+                let view = self.registries.view(group).await?;
+                let $s = self.stats.get_queue_stats(&view.queue).await?;
+                Ok($crate::autoscaler::ScalingMetrics::new(
+                    $ready,
+                    $in_flight,
+                    view.active,
+                    view.prefetch,
+                ))
+            }
+
+            async fn scale(&self, group: &String, decision: $crate::autoscaler::ScalingDecision) -> $crate::error::Result<()> {
+                self.registries.scale(group, decision).await
+            }
+        }
+    };
+}
+
 #[cfg(feature = "inmemory")]
 pub(crate) mod inmemory;
 

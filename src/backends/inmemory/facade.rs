@@ -9,14 +9,11 @@ use tokio::sync::Mutex;
 
 use super::broker::InMemoryBroker;
 use super::registry::InMemoryConsumerGroupRegistry;
-use crate::autoscaler::{
-    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
-};
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::consumer::ConsumerOptions;
 use crate::consumer_supervisor::SupervisorOutcome;
 use crate::engine::consume::Mode;
 use crate::engine::direct;
-use crate::engine::registry::Registries;
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::markers::InMemory;
@@ -278,10 +275,13 @@ impl InMemoryQueueStatsProvider for BrokerStatsProvider {
     }
 }
 
-/// Scales in-process consumer groups by their queue depth.
-pub struct InMemoryAutoscalerBackend<S: InMemoryQueueStatsProvider = BrokerStatsProvider> {
-    stats: S,
-    registries: Registries<InMemoryConsumerGroupRegistry>,
+autoscaler_facade! {
+    /// Scales in-process consumer groups by their queue depth.
+    InMemoryAutoscalerBackend<S: InMemoryQueueStatsProvider = BrokerStatsProvider> {
+        registry: InMemoryConsumerGroupRegistry,
+        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
+        depth: |stats| (stats.messages_ready, stats.messages_in_flight),
+    }
 }
 
 impl InMemoryAutoscalerBackend<BrokerStatsProvider> {
@@ -296,55 +296,15 @@ impl InMemoryAutoscalerBackend<BrokerStatsProvider> {
         registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>,
         config: AutoscalerConfig,
     ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
-        let strategy = Stabilized::new(
-            ThresholdStrategy {
-                scale_up_multiplier: config.scale_up_multiplier,
-                scale_down_multiplier: config.scale_down_multiplier,
-            },
-            config.hysteresis_duration,
-            config.cooldown_duration,
-        );
-        Autoscaler::new(Self::new(broker, registry), strategy, config.poll_interval)
+        Autoscaler::new(
+            Self::new(broker, registry),
+            config.stabilized_threshold(),
+            config.poll_interval,
+        )
     }
 
     /// Scales every group created through `Broker::consumer_group` on `broker`.
     pub(super) fn for_broker(broker: &InMemoryBroker) -> Self {
-        Self {
-            stats: BrokerStatsProvider::new(broker.clone()),
-            registries: Registries::Directory(broker.directory()),
-        }
-    }
-}
-
-impl<S: InMemoryQueueStatsProvider> InMemoryAutoscalerBackend<S> {
-    /// Scales the groups of `registry`, reading depth from `stats_provider`.
-    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>) -> Self {
-        Self {
-            stats: stats_provider,
-            registries: Registries::One(registry),
-        }
-    }
-}
-
-impl<S: InMemoryQueueStatsProvider> AutoscalerBackend for InMemoryAutoscalerBackend<S> {
-    type GroupId = String;
-
-    async fn list_groups(&self) -> Result<Vec<String>> {
-        Ok(self.registries.names().await)
-    }
-
-    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
-        let view = self.registries.view(group).await?;
-        let stats = self.stats.get_queue_stats(&view.queue).await?;
-        Ok(ScalingMetrics::new(
-            stats.messages_ready,
-            stats.messages_in_flight,
-            view.active,
-            view.prefetch,
-        ))
-    }
-
-    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
-        self.registries.scale(group, decision).await
+        Self::over_directory(BrokerStatsProvider::new(broker.clone()), broker.directory())
     }
 }

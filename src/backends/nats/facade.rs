@@ -9,10 +9,7 @@ use tokio::sync::Mutex;
 use super::client::NatsClient;
 use super::registry::NatsConsumerGroupRegistry;
 use super::transport;
-use crate::autoscaler::{
-    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
-};
-use crate::engine::registry::Registries;
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
 use crate::markers::Nats;
 use crate::topology::QueueTopology;
@@ -94,10 +91,13 @@ impl NatsQueueStatsProvider for JetStreamStatsProvider {
     }
 }
 
-/// Scales NATS consumer groups by their JetStream consumers' depth.
-pub struct NatsAutoscalerBackend<S: NatsQueueStatsProvider = JetStreamStatsProvider> {
-    stats: S,
-    registries: Registries<NatsConsumerGroupRegistry>,
+autoscaler_facade! {
+    /// Scales NATS consumer groups by their JetStream consumers' depth.
+    NatsAutoscalerBackend<S: NatsQueueStatsProvider = JetStreamStatsProvider> {
+        registry: NatsConsumerGroupRegistry,
+        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
+        depth: |stats| (stats.messages_pending, stats.messages_ack_pending),
+    }
 }
 
 impl NatsAutoscalerBackend<JetStreamStatsProvider> {
@@ -112,55 +112,15 @@ impl NatsAutoscalerBackend<JetStreamStatsProvider> {
         registry: Arc<Mutex<NatsConsumerGroupRegistry>>,
         config: AutoscalerConfig,
     ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
-        let strategy = Stabilized::new(
-            ThresholdStrategy {
-                scale_up_multiplier: config.scale_up_multiplier,
-                scale_down_multiplier: config.scale_down_multiplier,
-            },
-            config.hysteresis_duration,
-            config.cooldown_duration,
-        );
-        Autoscaler::new(Self::new(client, registry), strategy, config.poll_interval)
+        Autoscaler::new(
+            Self::new(client, registry),
+            config.stabilized_threshold(),
+            config.poll_interval,
+        )
     }
 
     /// Scales every group created through `Broker::consumer_group` on `client`.
     pub(crate) fn for_client(client: &NatsClient) -> Self {
-        Self {
-            stats: JetStreamStatsProvider::new(client.clone()),
-            registries: Registries::Directory(client.directory()),
-        }
-    }
-}
-
-impl<S: NatsQueueStatsProvider> NatsAutoscalerBackend<S> {
-    /// Scales the groups of `registry`, reading depth from `stats_provider`.
-    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<NatsConsumerGroupRegistry>>) -> Self {
-        Self {
-            stats: stats_provider,
-            registries: Registries::One(registry),
-        }
-    }
-}
-
-impl<S: NatsQueueStatsProvider> AutoscalerBackend for NatsAutoscalerBackend<S> {
-    type GroupId = String;
-
-    async fn list_groups(&self) -> Result<Vec<String>> {
-        Ok(self.registries.names().await)
-    }
-
-    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
-        let view = self.registries.view(group).await?;
-        let stats = self.stats.get_queue_stats(&view.queue).await?;
-        Ok(ScalingMetrics::new(
-            stats.messages_pending,
-            stats.messages_ack_pending,
-            view.active,
-            view.prefetch,
-        ))
-    }
-
-    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
-        self.registries.scale(group, decision).await
+        Self::over_directory(JetStreamStatsProvider::new(client.clone()), client.directory())
     }
 }

@@ -12,10 +12,7 @@ use super::config::ManagementConfig;
 use super::management::ManagementClient;
 use super::registry::ConsumerGroupRegistry;
 use super::topology;
-use crate::autoscaler::{
-    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
-};
-use crate::engine::registry::Registries;
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
 use crate::markers::RabbitMq;
 use crate::topology::QueueTopology;
@@ -121,10 +118,13 @@ impl QueueStatsProvider for RabbitMqStatsBridge {
     }
 }
 
-/// Scales RabbitMQ consumer groups by their queue depth.
-pub struct RabbitMqAutoscalerBackend<S: QueueStatsProvider = ManagementClient> {
-    stats: S,
-    registries: Registries<ConsumerGroupRegistry>,
+autoscaler_facade! {
+    /// Scales RabbitMQ consumer groups by their queue depth.
+    RabbitMqAutoscalerBackend<S: QueueStatsProvider = ManagementClient> {
+        registry: ConsumerGroupRegistry,
+        with_stats_provider: "Scales the groups of `registry`, reading queue statistics from `stats_provider`.",
+        depth: |stats| (stats.messages_ready, stats.messages_unacknowledged),
+    }
 }
 
 impl RabbitMqAutoscalerBackend<ManagementClient> {
@@ -152,17 +152,9 @@ impl RabbitMqAutoscalerBackend<ManagementClient> {
         registry: Arc<Mutex<ConsumerGroupRegistry>>,
         config: AutoscalerConfig,
     ) -> Result<Autoscaler<Self, Stabilized<ThresholdStrategy>>> {
-        let strategy = Stabilized::new(
-            ThresholdStrategy {
-                scale_up_multiplier: config.scale_up_multiplier,
-                scale_down_multiplier: config.scale_down_multiplier,
-            },
-            config.hysteresis_duration,
-            config.cooldown_duration,
-        );
         Ok(Autoscaler::new(
             Self::new(mgmt_config, registry)?,
-            strategy,
+            config.stabilized_threshold(),
             config.poll_interval,
         ))
     }
@@ -171,42 +163,6 @@ impl RabbitMqAutoscalerBackend<ManagementClient> {
 impl RabbitMqAutoscalerBackend<RabbitMqStatsBridge> {
     /// Scales every group created through `Broker::consumer_group` on `client`, reading depth over AMQP.
     pub(crate) fn for_client(client: &RabbitMqClient) -> Self {
-        Self {
-            stats: RabbitMqStatsBridge::new(client.clone()),
-            registries: Registries::Directory(client.directory()),
-        }
-    }
-}
-
-impl<S: QueueStatsProvider> RabbitMqAutoscalerBackend<S> {
-    /// Scales the groups of `registry`, reading queue statistics from `stats_provider`.
-    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<ConsumerGroupRegistry>>) -> Self {
-        Self {
-            stats: stats_provider,
-            registries: Registries::One(registry),
-        }
-    }
-}
-
-impl<S: QueueStatsProvider> AutoscalerBackend for RabbitMqAutoscalerBackend<S> {
-    type GroupId = String;
-
-    async fn list_groups(&self) -> Result<Vec<String>> {
-        Ok(self.registries.names().await)
-    }
-
-    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
-        let view = self.registries.view(group).await?;
-        let stats = self.stats.get_queue_stats(&view.queue).await?;
-        Ok(ScalingMetrics::new(
-            stats.messages_ready,
-            stats.messages_unacknowledged,
-            view.active,
-            view.prefetch,
-        ))
-    }
-
-    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
-        self.registries.scale(group, decision).await
+        Self::over_directory(RabbitMqStatsBridge::new(client.clone()), client.directory())
     }
 }

@@ -9,10 +9,7 @@ use tokio::sync::Mutex;
 use super::client::RedisClient;
 use super::registry::RedisConsumerGroupRegistry;
 use super::transport;
-use crate::autoscaler::{
-    Autoscaler, AutoscalerBackend, AutoscalerConfig, ScalingDecision, ScalingMetrics, Stabilized, ThresholdStrategy,
-};
-use crate::engine::registry::Registries;
+use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
 use crate::markers::Redis;
 use crate::topology::QueueTopology;
@@ -102,10 +99,13 @@ impl RedisQueueStatsProvider for XlenStatsProvider {
     }
 }
 
-/// Scales Redis consumer groups by their streams' depth.
-pub struct RedisAutoscalerBackend<S: RedisQueueStatsProvider = XlenStatsProvider> {
-    stats: S,
-    registries: Registries<RedisConsumerGroupRegistry>,
+autoscaler_facade! {
+    /// Scales Redis consumer groups by their streams' depth.
+    RedisAutoscalerBackend<S: RedisQueueStatsProvider = XlenStatsProvider> {
+        registry: RedisConsumerGroupRegistry,
+        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
+        depth: |stats| (stats.messages_ready, stats.messages_in_flight),
+    }
 }
 
 impl RedisAutoscalerBackend<XlenStatsProvider> {
@@ -120,55 +120,15 @@ impl RedisAutoscalerBackend<XlenStatsProvider> {
         registry: Arc<Mutex<RedisConsumerGroupRegistry>>,
         config: AutoscalerConfig,
     ) -> Autoscaler<Self, Stabilized<ThresholdStrategy>> {
-        let strategy = Stabilized::new(
-            ThresholdStrategy {
-                scale_up_multiplier: config.scale_up_multiplier,
-                scale_down_multiplier: config.scale_down_multiplier,
-            },
-            config.hysteresis_duration,
-            config.cooldown_duration,
-        );
-        Autoscaler::new(Self::new(client, registry), strategy, config.poll_interval)
+        Autoscaler::new(
+            Self::new(client, registry),
+            config.stabilized_threshold(),
+            config.poll_interval,
+        )
     }
 
     /// Scales every group created through `Broker::consumer_group` on `client`.
     pub(crate) fn for_client(client: &RedisClient) -> Self {
-        Self {
-            stats: XlenStatsProvider::new(client.clone()),
-            registries: Registries::Directory(client.directory()),
-        }
-    }
-}
-
-impl<S: RedisQueueStatsProvider> RedisAutoscalerBackend<S> {
-    /// Scales the groups of `registry`, reading depth from `stats_provider`.
-    pub fn with_stats_provider(stats_provider: S, registry: Arc<Mutex<RedisConsumerGroupRegistry>>) -> Self {
-        Self {
-            stats: stats_provider,
-            registries: Registries::One(registry),
-        }
-    }
-}
-
-impl<S: RedisQueueStatsProvider> AutoscalerBackend for RedisAutoscalerBackend<S> {
-    type GroupId = String;
-
-    async fn list_groups(&self) -> Result<Vec<String>> {
-        Ok(self.registries.names().await)
-    }
-
-    async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
-        let view = self.registries.view(group).await?;
-        let stats = self.stats.get_queue_stats(&view.queue).await?;
-        Ok(ScalingMetrics::new(
-            stats.messages_ready,
-            stats.messages_in_flight,
-            view.active,
-            view.prefetch,
-        ))
-    }
-
-    async fn scale(&self, group: &String, decision: ScalingDecision) -> Result<()> {
-        self.registries.scale(group, decision).await
+        Self::over_directory(XlenStatsProvider::new(client.clone()), client.directory())
     }
 }
