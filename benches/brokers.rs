@@ -34,7 +34,6 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use redis::streams::StreamReadReply;
-use serde::{Deserialize, Serialize};
 use shove::nats::{NatsConfig, NatsConsumer};
 use shove::rabbitmq::{RabbitMqConfig, RabbitMqConsumer};
 use shove::redis::{RedisConfig, RedisConsumer, RedisMode};
@@ -50,27 +49,10 @@ use tokio_util::sync::CancellationToken;
 /// Messages per iteration.
 const N: u64 = 1_000;
 
-/// About 110 bytes of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
-    kind: String,
-    amount_cents: u64,
-    currency: String,
-    ts: i64,
-}
-
-fn event(i: u64) -> Event {
-    Event {
-        id: i,
-        user: format!("user-{:06}", i % 1000),
-        kind: "order.paid".into(),
-        amount_cents: 129_900,
-        currency: "EUR".into(),
-        ts: 1_764_337_000_000 + i as i64,
-    }
-}
+/// The shared workload (`examples/common/stress.rs`): the same ~110-byte JSON message everywhere.
+#[path = "../examples/common/stress.rs"]
+mod stress;
+use stress::{Event, event};
 
 /// Makes every queue and stream name of this run unique.
 static RUN: LazyLock<String> = LazyLock::new(|| format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));

@@ -6,33 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
 use shove::inmemory::{InMemoryBroker, InMemoryConfig, InMemoryConsumer, InMemoryPublisher};
 use shove::{ConsumerOptions, MessageHandler, MessageMetadata, Outcome, Topic, TopologyBuilder, define_topic};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// About 110 bytes of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
-    kind: String,
-    amount_cents: u64,
-    currency: String,
-    ts: i64,
-}
-
-fn event(i: u64) -> Event {
-    Event {
-        id: i,
-        user: format!("user-{:06}", i % 1000),
-        kind: "order.paid".into(),
-        amount_cents: 129_900,
-        currency: "EUR".into(),
-        ts: 1_764_337_000_000 + i as i64,
-    }
-}
+/// The shared workload (`examples/common/stress.rs`): the same ~110-byte JSON message everywhere.
+#[path = "../examples/common/stress.rs"]
+mod stress;
+use stress::{Event, event};
 
 define_topic!(Events, Event, TopologyBuilder::new("bench-events").build());
 define_topic!(Retried, Event, TopologyBuilder::new("bench-retried").dlq().build());

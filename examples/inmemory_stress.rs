@@ -13,33 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use shove::inmemory::{InMemoryBroker, InMemoryConfig, InMemoryConsumer, InMemoryPublisher, InMemoryTopologyDeclarer};
 use shove::{ConsumerOptions, MessageHandler, MessageMetadata, Outcome, TopologyBuilder, define_topic};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// About 110 bytes of JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
-    kind: String,
-    amount_cents: u64,
-    currency: String,
-    ts: i64,
-}
-
-fn event(i: u64) -> Event {
-    Event {
-        id: i,
-        user: format!("user-{:06}", i % 1000),
-        kind: "order.paid".into(),
-        amount_cents: 129_900,
-        currency: "EUR".into(),
-        ts: 1_764_337_000_000 + i as i64,
-    }
-}
+// The shared workload: the same ~110-byte JSON message everywhere. `include!` rather than `mod`, so `Event`
+// stays in this crate's root module and the code generated for it (and the instruction counts quoted in
+// docs/PERFORMANCE.md) stay the same.
+include!("common/stress.rs");
 
 define_topic!(Events, Event, TopologyBuilder::new("stress-events").build());
 define_topic!(Retried, Event, TopologyBuilder::new("stress-retried").dlq().build());

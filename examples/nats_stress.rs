@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use shove::nats::{NatsClient, NatsConfig, NatsConsumer, NatsPublisher};
 use shove::{
     Backend, ConsumerOptions, MessageHandler, MessageMetadata, Nats, Outcome, Topic, TopologyBuilder, define_topic,
@@ -28,26 +27,10 @@ use shove::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
-    kind: String,
-    amount_cents: u64,
-    currency: String,
-    ts: i64,
-}
-
-fn event(i: u64) -> Event {
-    Event {
-        id: i,
-        user: format!("user-{:06}", i % 1000),
-        kind: "order.paid".into(),
-        amount_cents: 129_900,
-        currency: "EUR".into(),
-        ts: 1_764_337_000_000 + i as i64,
-    }
-}
+/// The shared workload (`examples/common/stress.rs`): the same ~110-byte JSON message everywhere.
+#[path = "common/stress.rs"]
+mod stress;
+use stress::{Event, event};
 
 fn run_id() -> String {
     format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())

@@ -21,7 +21,6 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use serde::{Deserialize, Serialize};
 use shove::rabbitmq::{RabbitMqClient, RabbitMqConfig, RabbitMqConsumer, RabbitMqPublisher};
 use shove::{
     ConsumerOptions, MessageHandler, MessageMetadata, Outcome, RabbitMq, Topic, TopologyBuilder, define_topic,
@@ -29,26 +28,10 @@ use shove::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Event {
-    id: u64,
-    user: String,
-    kind: String,
-    amount_cents: u64,
-    currency: String,
-    ts: i64,
-}
-
-fn event(i: u64) -> Event {
-    Event {
-        id: i,
-        user: format!("user-{:06}", i % 1000),
-        kind: "order.paid".into(),
-        amount_cents: 129_900,
-        currency: "EUR".into(),
-        ts: 1_764_337_000_000 + i as i64,
-    }
-}
+/// The shared workload (`examples/common/stress.rs`): the same ~110-byte JSON message everywhere.
+#[path = "common/stress.rs"]
+mod stress;
+use stress::{Event, event};
 
 fn run_id() -> String {
     format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
