@@ -22,20 +22,20 @@
 //! and carry the process id, a counter and a random suffix; the child learns the queue of its topic from an
 //! environment variable. Every wait polls a condition up to a deadline.
 
+mod fault_support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fault_support::{
+    ChildProc, Log, Msg, POLL, Recording, Running, Scenario, assert_killed_by_sigkill, child_main, field, free_port,
+    lock, name_from_env, poll_until, run_scenarios, say, unique,
+};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use shove::nats::{NatsClient, NatsConfig, NatsConsumer, NatsConsumerGroupConfig, NatsPublisher};
 use shove::{
     AutoscalerBackend, Backend, Broker, ConsumerGroupConfig, ConsumerOptions, MessageHandler, MessageMetadata, Nats,
@@ -54,33 +54,14 @@ const DELAY_QUEUE_ENV: &str = "SHOVE_NATS_FAULTS_DELAY_QUEUE";
 /// The queue of [`SettledTopic`], handed from the parent to its child.
 const SETTLED_QUEUE_ENV: &str = "SHOVE_NATS_FAULTS_SETTLED_QUEUE";
 
-/// How often a condition is polled.
-const POLL: Duration = Duration::from_millis(50);
-/// A child that was not killed by then exits by itself (its parent died or forgot it).
-const CHILD_LIFETIME: Duration = Duration::from_secs(180);
 /// Bound of one probe request to the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------------------
 // Topics and messages
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Msg {
-    n: u64,
-}
-
-/// A queue name unique to this process and call.
-fn unique(name: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("nfaults-{name}-{}-{counter}-{}", std::process::id(), &id[..8])
-}
-
-/// The queue name from `var` (in a child), or a fresh unique one (in the parent, which passes it on).
-fn queue_from_env(var: &str, name: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| unique(name))
-}
+/// The prefix of every queue name (see [`unique`]).
+const NAME_PREFIX: &str = "nfaults";
 
 /// The hold delay of the restart scenario.
 const RESTART_HOLD: Duration = Duration::from_millis(300);
@@ -90,7 +71,7 @@ const DELAY_HOLD: Duration = Duration::from_secs(3);
 define_topic!(
     RestartTopic,
     Msg,
-    TopologyBuilder::new(unique("restart"))
+    TopologyBuilder::new(unique(NAME_PREFIX, "restart"))
         .hold_queue(RESTART_HOLD)
         .dlq()
         .build()
@@ -98,7 +79,7 @@ define_topic!(
 define_topic!(
     DelayTopic,
     Msg,
-    TopologyBuilder::new(queue_from_env(DELAY_QUEUE_ENV, "delay"))
+    TopologyBuilder::new(name_from_env(DELAY_QUEUE_ENV, NAME_PREFIX, "delay"))
         .hold_queue(DELAY_HOLD)
         .dlq()
         .build()
@@ -106,7 +87,7 @@ define_topic!(
 define_topic!(
     SettledTopic,
     Msg,
-    TopologyBuilder::new(queue_from_env(SETTLED_QUEUE_ENV, "settled"))
+    TopologyBuilder::new(name_from_env(SETTLED_QUEUE_ENV, NAME_PREFIX, "settled"))
         .hold_queue(DELAY_HOLD)
         .dlq()
         .build()
@@ -114,7 +95,7 @@ define_topic!(
 define_topic!(
     GroupTopic,
     Msg,
-    TopologyBuilder::new(unique("group"))
+    TopologyBuilder::new(unique(NAME_PREFIX, "group"))
         .hold_queue(Duration::from_secs(1))
         .dlq()
         .build()
@@ -160,10 +141,6 @@ fn default_url() -> String {
     std::env::var(NATS_URL_ENV).unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn connect(url: &str) -> NatsClient {
     match <Nats as Backend>::connect(NatsConfig::new(url)).await {
         Ok(client) => client,
@@ -177,24 +154,6 @@ async fn connect(url: &str) -> NatsClient {
 /// Closes a client (its consumers stop).
 async fn close(client: NatsClient) {
     <Nats as Backend>::close(&client).await;
-}
-
-/// Polls `cond` every [`POLL`] until it holds (true) or `within` has passed (false).
-async fn poll_until<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Looks at the server's state through a client's JetStream context, behind the library's back. Every
@@ -343,81 +302,7 @@ struct Stored {
 /// (delivered, ack floor) stream sequences of a topic's consumer and of its hold consumer.
 type Floors = (Option<(u64, u64)>, Option<(u64, u64)>);
 
-/// One handler call.
-#[derive(Debug, Clone)]
-struct Seen {
-    n: u64,
-    id: String,
-    retry_count: u32,
-    redelivered: bool,
-    acked: bool,
-    at: Instant,
-}
-
-/// Handler calls, shared between the handler and the test.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<Seen>>>);
-
-impl Log {
-    fn snapshot(&self) -> Vec<Seen> {
-        lock(&self.0).clone()
-    }
-
-    /// Payload numbers of the calls that acknowledged.
-    fn acked(&self) -> BTreeSet<u64> {
-        lock(&self.0).iter().filter(|s| s.acked).map(|s| s.n).collect()
-    }
-
-    fn acked_calls(&self) -> usize {
-        lock(&self.0).iter().filter(|s| s.acked).count()
-    }
-}
-
-/// Records every call; returns `Retry` on first attempts of the messages `retry_first` picks, `Ack`
-/// otherwise, after `work` (so a stream is still being consumed when a fault hits).
-#[derive(Clone)]
-struct Recording {
-    log: Log,
-    retry_first: fn(u64) -> bool,
-    work: Duration,
-}
-
-impl Recording {
-    fn acking(log: &Log) -> Self {
-        Self {
-            log: log.clone(),
-            retry_first: |_| false,
-            work: Duration::ZERO,
-        }
-    }
-}
-
-impl<T: Topic<Message = Msg>> MessageHandler<T> for Recording {
-    type Context = ();
-
-    async fn handle(&self, msg: Msg, meta: MessageMetadata, _: &()) -> Outcome {
-        if !self.work.is_zero() {
-            tokio::time::sleep(self.work).await;
-        }
-        let retry = meta.retry_count == 0 && (self.retry_first)(msg.n);
-        lock(&self.log.0).push(Seen {
-            n: msg.n,
-            id: meta.delivery_id.clone(),
-            retry_count: meta.retry_count,
-            redelivered: meta.redelivered,
-            acked: !retry,
-            at: Instant::now(),
-        });
-        if retry { Outcome::Retry } else { Outcome::Ack }
-    }
-}
-
-/// A consumer running in a task of the scenario's runtime.
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ShoveError>>,
-}
-
+/// Runs a consumer of `T` in a task of the scenario's runtime.
 fn start_consumer<T>(client: &NatsClient, handler: Recording, options: ConsumerOptions<Nats>) -> Running
 where
     T: Topic<Message = Msg>,
@@ -429,27 +314,8 @@ where
     Running { stop, task }
 }
 
-impl Running {
-    /// Stops the consumer and checks it ended cleanly.
-    async fn finish(self) {
-        self.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(20), self.task).await {
-            Err(_) => panic!("the consumer did not stop within 20 s of its shutdown token"),
-            Ok(Err(e)) => panic!("the consumer task failed: {e}"),
-            Ok(Ok(Err(e))) => panic!("the consumer ended with an error: {e}"),
-            Ok(Ok(Ok(()))) => {}
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // A nats-server of the test's own (restart scenario)
-
-/// A port nobody listens on right now: bound once by the OS's choice, then released.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("the bound address").port()
-}
 
 /// The `nats-server` to start: `$SHOVE_NATS_FAULTS_SERVER`, else the one on PATH (or Debian's in
 /// /usr/sbin, which a user's PATH may lack), else the one `scripts/test.sh` installs into a venv.
@@ -620,140 +486,7 @@ impl Drop for OwnNats {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Child processes
-
-/// A child process running one role of this binary; killed when dropped.
-struct ChildProc {
-    role: &'static str,
-    child: Option<Child>,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
-}
-
-impl ChildProc {
-    fn spawn(role: &'static str, env: &[(&str, &str)]) -> Self {
-        let exe = std::env::current_exe().expect("the path of this test binary");
-        let mut command = Command::new(exe);
-        command
-            .env(CHILD_ROLE_ENV, role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start child `{role}`: {e}"));
-        let stdout = child.stdout.take().expect("the child's stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            role,
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Moves the lines read so far into `seen`; panics when the child has exited by itself.
-    fn pump(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            while let Ok(line) = self.lines.recv_timeout(POLL) {
-                self.seen.push(line);
-            }
-            panic!(
-                "child `{}` exited early ({status}); its output: {:?}",
-                self.role,
-                self.output()
-            );
-        }
-    }
-
-    /// Waits until a line starting with `prefix` arrived: when it was read, and the line.
-    async fn wait_for_line(&mut self, within: Duration, prefix: &str) -> Option<(Instant, String)> {
-        let deadline = Instant::now() + within;
-        loop {
-            self.pump();
-            if let Some(found) = self.seen.iter().find(|(_, l)| l.starts_with(prefix)) {
-                return Some(found.clone());
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn output(&self) -> Vec<&str> {
-        self.seen.iter().map(|(_, l)| l.as_str()).collect()
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.seen.iter().filter(|(_, l)| l.starts_with(prefix)).count()
-    }
-
-    /// SIGKILLs the child (`Child::kill` on Unix) and reaps it, keeping what it printed before dying.
-    fn kill9(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the child runs");
-        child
-            .kill()
-            .unwrap_or_else(|e| panic!("cannot kill child `{}`: {e}", self.role));
-        let status = child.wait().expect("reaping the killed child");
-        // Whatever it printed is still in the pipe; the reader thread ends at end of file.
-        let drained = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < drained {
-            match self.lines.recv_timeout(POLL) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        status
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn assert_killed_by_sigkill(status: ExitStatus, what: &str) {
-    assert_eq!(status.signal(), Some(9), "{what} was not ended by SIGKILL: {status}");
-}
-
-/// Field `i` (0-based, after the tag) of a child's output line `"TAG field…"`.
-fn field(line: &str, i: usize) -> &str {
-    line.split_whitespace()
-        .nth(i + 1)
-        .unwrap_or_else(|| panic!("line {line:?} has no field {i}"))
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Child roles
-
-/// Writes one line to stdout, flushed (the parent reads it through a pipe).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        // The parent is gone.
-        std::process::exit(5);
-    }
-}
 
 /// Returns `Retry` on a first attempt (printing `RETRYING {id} {n}`); on a later attempt prints
 /// `HANGING {id} {n} {retry_count}` and never returns, so the child never settles a retried copy.
@@ -797,24 +530,6 @@ async fn child_role(role: &str) -> i32 {
             2
         }
     }
-}
-
-/// Runs a child role until killed; never returns. A watchdog thread ends the process after
-/// [`CHILD_LIFETIME`] even when the runtime is stuck.
-fn child_main(role: &str) -> ! {
-    let name = role.to_string();
-    std::thread::spawn(move || {
-        std::thread::sleep(CHILD_LIFETIME);
-        eprintln!("child `{name}`: not killed within {CHILD_LIFETIME:?}; exiting");
-        std::process::exit(3);
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let code = runtime.block_on(child_role(role));
-    std::process::exit(code)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1246,7 +961,7 @@ async fn kill_9_during_retry_delay<T: Topic<Message = Msg>>(
         .await
         .expect("publishing");
 
-    let mut child = ChildProc::spawn(role, &[(queue_env, queue.as_str())]);
+    let mut child = ChildProc::spawn(CHILD_ROLE_ENV, role, &[(queue_env, queue.as_str())]);
     let Some((retried_at, line)) = child.wait_for_line(Duration::from_secs(30), "RETRYING ").await else {
         panic!(
             "the child did not handle the message within 30 s; its output: {:?}",
@@ -1548,87 +1263,30 @@ async fn group_tasks_share_one_durable_consumer() {
 // ---------------------------------------------------------------------------------------------------------
 // The runner
 
-type ScenarioFn = fn() -> Pin<Box<dyn Future<Output = ()>>>;
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
-}
-
-/// Runs one scenario on its own runtime, bounded by `limit`; the panic message on failure.
-fn run_scenario(name: &str, limit: Duration, scenario: ScenarioFn) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(async {
-            if tokio::time::timeout(limit, scenario()).await.is_err() {
-                panic!("scenario `{name}` did not finish within {limit:?}");
-            }
-        })
-    }));
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    result.map_err(|payload| panic_message(payload.as_ref()))
-}
-
 fn main() {
     if let Ok(role) = std::env::var(CHILD_ROLE_ENV) {
-        child_main(&role);
+        child_main(&role, child_role(&role));
     }
-    let scenarios: Vec<(&'static str, Duration, ScenarioFn)> = vec![
-        (
+    run_scenarios(vec![
+        Scenario::Run(
             "server_restart_mid_stream_loses_nothing",
             Duration::from_secs(420),
             || Box::pin(server_restart_mid_stream_loses_nothing()),
         ),
-        (
+        Scenario::Run(
             "kill_9_during_retry_delay_still_delivers",
             Duration::from_secs(90),
             || Box::pin(kill_9_during_retry_delay_still_delivers()),
         ),
-        (
+        Scenario::Run(
             "kill_9_right_after_retry_settled_still_delivers",
             Duration::from_secs(120),
             || Box::pin(kill_9_right_after_retry_settled_still_delivers()),
         ),
-        (
+        Scenario::Run(
             "group_tasks_share_one_durable_consumer",
             Duration::from_secs(120),
             || Box::pin(group_tasks_share_one_durable_consumer()),
         ),
-    ];
-    // Like libtest: arguments that are not flags select the scenarios whose names contain one of them.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let scenarios: Vec<_> = scenarios
-        .into_iter()
-        .filter(|(name, ..)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests", scenarios.len());
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for (name, limit, scenario) in scenarios {
-        let started = Instant::now();
-        match run_scenario(name, limit, scenario) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-                println!("  took {:.1?}", started.elapsed());
-            }
-            Err(message) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-                println!("  after {:.1?}: {message}", started.elapsed());
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    ]);
 }

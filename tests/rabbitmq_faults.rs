@@ -16,18 +16,18 @@
 //! broker the scenario fails up front instead of stopping it. `SHOVE_FAULTS_AMQP_PORT` and
 //! `SHOVE_FAULTS_RABBITMQ_NODE` point every scenario at another node (e.g. a private one on 5673).
 
+mod fault_support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use fault_support::{
+    ChildProc, Log, Msg, Recording, Scenario, assert_killed_by_sigkill, child_main, lock, name_from_env, poll_until,
+    run_scenarios, say, unique,
+};
 use shove::rabbitmq::{QueueStatsProvider, RabbitMqClient, RabbitMqConfig, RabbitMqConsumer, RabbitMqPublisher};
 use shove::{
     Broker, ConsumerOptions, MessageHandler, MessageMetadata, Outcome, QueueTopology, RabbitMq, ShoveError, Topic,
@@ -49,38 +49,19 @@ const KILL9_QUEUE_ENV: &str = "SHOVE_FAULTS_KILL9_QUEUE";
 #[cfg(feature = "rabbitmq-transactional")]
 const EXACTLY_ONCE_QUEUE_ENV: &str = "SHOVE_FAULTS_EXACTLY_ONCE_QUEUE";
 
-/// How often a condition is polled.
-const POLL: Duration = Duration::from_millis(50);
-/// A child that was not killed by then exits by itself (its parent died or forgot it).
-const CHILD_LIFETIME: Duration = Duration::from_secs(180);
 /// The hold delay of the kill -9 scenario.
 const KILL9_HOLD: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------------------
 // Topics and messages
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Msg {
-    n: u64,
-}
-
-/// A queue name unique to this process and call.
-fn unique(name: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("faults-{name}-{}-{counter}-{}", std::process::id(), &id[..8])
-}
-
-/// The queue name from `var` (in a child), or a fresh unique one (in the parent, which passes it on).
-fn queue_from_env(var: &str, name: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| unique(name))
-}
+/// The prefix of every queue name (see [`unique`]).
+const NAME_PREFIX: &str = "faults";
 
 define_topic!(
     RestartTopic,
     Msg,
-    TopologyBuilder::new(unique("restart"))
+    TopologyBuilder::new(unique(NAME_PREFIX, "restart"))
         .hold_queue(Duration::from_millis(500))
         .dlq()
         .build()
@@ -88,7 +69,7 @@ define_topic!(
 define_topic!(
     Kill9Topic,
     Msg,
-    TopologyBuilder::new(queue_from_env(KILL9_QUEUE_ENV, "kill9"))
+    TopologyBuilder::new(name_from_env(KILL9_QUEUE_ENV, NAME_PREFIX, "kill9"))
         .hold_queue(KILL9_HOLD)
         .dlq()
         .build()
@@ -97,7 +78,7 @@ define_topic!(
 define_topic!(
     ExactlyOnceTopic,
     Msg,
-    TopologyBuilder::new(queue_from_env(EXACTLY_ONCE_QUEUE_ENV, "exactly-once"))
+    TopologyBuilder::new(name_from_env(EXACTLY_ONCE_QUEUE_ENV, NAME_PREFIX, "exactly-once"))
         .hold_queue(Duration::from_secs(1))
         .dlq()
         .build()
@@ -105,7 +86,7 @@ define_topic!(
 define_topic!(
     ConfirmTopic,
     Msg,
-    TopologyBuilder::new(unique("confirms")).dlq().build()
+    TopologyBuilder::new(unique(NAME_PREFIX, "confirms")).dlq().build()
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -136,32 +117,10 @@ fn rabbitmqctl_args<'a>(args: &[&'a str], node: &'a Option<String>) -> Vec<&'a s
     all
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn connect() -> RabbitMqClient {
     match RabbitMqClient::connect(&RabbitMqConfig::new(amqp_uri())).await {
         Ok(client) => client,
         Err(e) => panic!("cannot connect to RabbitMQ at {} (guest/guest): {e}", amqp_addr()),
-    }
-}
-
-/// Polls `cond` every [`POLL`] until it holds (true) or `within` has passed (false).
-async fn poll_until<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -314,77 +273,6 @@ impl Drop for StartAppGuard {
     }
 }
 
-/// One handler call.
-#[derive(Debug, Clone)]
-struct Seen {
-    n: u64,
-    id: String,
-    retry_count: u32,
-    acked: bool,
-    at: Instant,
-}
-
-/// Handler calls, shared between the handler and the test.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<Seen>>>);
-
-impl Log {
-    fn push(&self, seen: Seen) {
-        lock(&self.0).push(seen);
-    }
-
-    fn snapshot(&self) -> Vec<Seen> {
-        lock(&self.0).clone()
-    }
-
-    /// Payload numbers of the calls that acknowledged.
-    fn acked(&self) -> BTreeSet<u64> {
-        lock(&self.0).iter().filter(|s| s.acked).map(|s| s.n).collect()
-    }
-
-    fn acked_calls(&self) -> usize {
-        lock(&self.0).iter().filter(|s| s.acked).count()
-    }
-}
-
-/// Records every call; returns `Retry` on first attempts of the messages `retry_first` picks, `Ack`
-/// otherwise. `work` simulates handler work, so a stream is still being consumed when a fault hits.
-#[derive(Clone)]
-struct Recording {
-    log: Log,
-    retry_first: fn(u64) -> bool,
-    work: Duration,
-}
-
-impl Recording {
-    fn acking(log: &Log) -> Self {
-        Self {
-            log: log.clone(),
-            retry_first: |_| false,
-            work: Duration::ZERO,
-        }
-    }
-}
-
-impl<T: Topic<Message = Msg>> MessageHandler<T> for Recording {
-    type Context = ();
-
-    async fn handle(&self, msg: Msg, meta: MessageMetadata, _: &()) -> Outcome {
-        if !self.work.is_zero() {
-            tokio::time::sleep(self.work).await;
-        }
-        let retry = meta.retry_count == 0 && (self.retry_first)(msg.n);
-        self.log.push(Seen {
-            n: msg.n,
-            id: meta.delivery_id.clone(),
-            retry_count: meta.retry_count,
-            acked: !retry,
-            at: Instant::now(),
-        });
-        if retry { Outcome::Retry } else { Outcome::Ack }
-    }
-}
-
 /// A consumer running in a task of the scenario's runtime.
 struct Running {
     stop: CancellationToken,
@@ -440,134 +328,8 @@ impl Running {
     }
 }
 
-/// A child process running one role of this binary; killed when dropped.
-struct ChildProc {
-    role: &'static str,
-    child: Option<Child>,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
-}
-
-impl ChildProc {
-    fn spawn(role: &'static str, env: &[(&str, &str)]) -> Self {
-        let exe = std::env::current_exe().expect("the path of this test binary");
-        let mut command = Command::new(exe);
-        command
-            .env(CHILD_ROLE_ENV, role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start child `{role}`: {e}"));
-        let stdout = child.stdout.take().expect("the child's stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            role,
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Moves the lines the reader thread has so far into `seen`.
-    fn pump(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    /// Waits until `done` holds for the child's output lines.
-    async fn wait_for_output(&mut self, within: Duration, done: impl Fn(&[(Instant, String)]) -> bool) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            self.pump();
-            if done(&self.seen) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                self.pump();
-                panic!(
-                    "child `{}` exited early ({status}); its output: {:?}",
-                    self.role,
-                    self.output()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn output(&self) -> Vec<&str> {
-        self.seen.iter().map(|(_, l)| l.as_str()).collect()
-    }
-
-    /// Lines starting with `prefix`.
-    fn count(&self, prefix: &str) -> usize {
-        self.seen.iter().filter(|(_, l)| l.starts_with(prefix)).count()
-    }
-
-    /// SIGKILLs the child (`Child::kill` on Unix) and reaps it.
-    fn kill9(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the child runs");
-        child
-            .kill()
-            .unwrap_or_else(|e| panic!("cannot kill child `{}`: {e}", self.role));
-        let status = child.wait().expect("reaping the killed child");
-        // Whatever it printed before dying is still in the pipe.
-        let drained = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < drained {
-            match self.lines.recv_timeout(POLL) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        status
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn assert_killed_by_sigkill(status: ExitStatus, role: &str) {
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "child `{role}` was not ended by SIGKILL: {status}"
-    );
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Child roles
-
-/// Writes one line to stdout, flushed (the parent reads it through a pipe).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        // The parent is gone.
-        std::process::exit(5);
-    }
-}
 
 /// The child's handler: on a first attempt prints `"{tag} {delivery_id} {n}"` and returns `Retry`; on
 /// any later attempt prints `HANGING …` and never returns, so the child never settles a retried copy.
@@ -622,25 +384,6 @@ async fn child_role(role: &str) -> i32 {
             2
         }
     }
-}
-
-/// Runs a child role until killed; never returns.
-fn child_main(role: &str) -> ! {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = child_role(role) => code,
-            () = tokio::time::sleep(CHILD_LIFETIME) => {
-                eprintln!("child `{role}`: not killed within {CHILD_LIFETIME:?}; exiting");
-                3
-            }
-        }
-    });
-    std::process::exit(code)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -861,23 +604,13 @@ async fn kill_9_during_hold_delay_still_delivers_the_retry() {
         .expect("publishing");
     let stats = broker.queue_stats_provider();
 
-    let mut child = ChildProc::spawn("retry_then_hang", &[(KILL9_QUEUE_ENV, queue.as_str())]);
-    let retried = child
-        .wait_for_output(Duration::from_secs(30), |lines| {
-            lines.iter().any(|(_, l)| l.starts_with("RETRYING "))
-        })
-        .await;
-    assert!(
-        retried,
-        "the child did not handle the message within 30 s; its output: {:?}",
-        child.output()
-    );
-    let (retried_at, line) = child
-        .seen
-        .iter()
-        .find(|(_, l)| l.starts_with("RETRYING "))
-        .cloned()
-        .expect("the RETRYING line");
+    let mut child = ChildProc::spawn(CHILD_ROLE_ENV, "retry_then_hang", &[(KILL9_QUEUE_ENV, queue.as_str())]);
+    let Some((retried_at, line)) = child.wait_for_line(Duration::from_secs(30), "RETRYING ").await else {
+        panic!(
+            "the child did not handle the message within 30 s; its output: {:?}",
+            child.output()
+        )
+    };
     let id = line.split_whitespace().nth(1).expect("a delivery id").to_string();
 
     // The child's settle has stored the retry in the hold queue: kill it now, during the delay.
@@ -888,7 +621,7 @@ async fn kill_9_during_hold_delay_still_delivers_the_retry() {
         "the retry did not show up in the hold queue '{hold}' within {settle_within:?} of the handler's Retry"
     );
     let status = child.kill9();
-    assert_killed_by_sigkill(status, "retry_then_hang");
+    assert_killed_by_sigkill(status, "child `retry_then_hang`");
     assert_eq!(
         try_ready(&stats, &hold).await,
         Some(1),
@@ -973,7 +706,11 @@ async fn exactly_once_crash_leaves_no_duplicate() {
     let stats = broker.queue_stats_provider();
     assert_eq!(ready(&stats, &queue).await, TOTAL, "every message is in the queue");
 
-    let mut child = ChildProc::spawn("exactly_once_retry", &[(EXACTLY_ONCE_QUEUE_ENV, queue.as_str())]);
+    let mut child = ChildProc::spawn(
+        CHILD_ROLE_ENV,
+        "exactly_once_retry",
+        &[(EXACTLY_ONCE_QUEUE_ENV, queue.as_str())],
+    );
     let progressed = child
         .wait_for_output(Duration::from_secs(60), |lines| {
             lines.iter().filter(|(_, l)| l.starts_with("FIRST ")).count() >= KILL_AFTER
@@ -985,7 +722,7 @@ async fn exactly_once_crash_leaves_no_duplicate() {
         child.count("FIRST ")
     );
     let status = child.kill9();
-    assert_killed_by_sigkill(status, "exactly_once_retry");
+    assert_killed_by_sigkill(status, "child `exactly_once_retry`");
     let first_attempts = child.count("FIRST ");
 
     // The restarted consumer acknowledges everything and records what it sees.
@@ -1134,106 +871,34 @@ async fn publisher_confirms_every_publish_path() {
 // ---------------------------------------------------------------------------------------------------------
 // The runner
 
-type ScenarioFn = fn() -> Pin<Box<dyn Future<Output = ()>>>;
-
-enum Entry {
-    Run(&'static str, Duration, ScenarioFn),
-    #[cfg_attr(feature = "rabbitmq-transactional", allow(dead_code))]
-    Skip(&'static str, &'static str),
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
-}
-
-/// Runs one scenario on its own runtime, bounded by `limit`; the panic message on failure.
-fn run_scenario(name: &str, limit: Duration, scenario: ScenarioFn) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(async {
-            if tokio::time::timeout(limit, scenario()).await.is_err() {
-                panic!("scenario `{name}` did not finish within {limit:?}");
-            }
-        })
-    }));
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    result.map_err(|payload| panic_message(payload.as_ref()))
-}
-
 fn main() {
     if let Ok(role) = std::env::var(CHILD_ROLE_ENV) {
-        child_main(&role);
+        child_main(&role, child_role(&role));
     }
-    let scenarios: Vec<Entry> = vec![
-        Entry::Run(
+    run_scenarios(vec![
+        Scenario::Run(
             "broker_app_restart_mid_stream_loses_nothing",
             Duration::from_secs(420),
             || Box::pin(broker_app_restart_mid_stream_loses_nothing()),
         ),
-        Entry::Run(
+        Scenario::Run(
             "kill_9_during_hold_delay_still_delivers_the_retry",
             Duration::from_secs(90),
             || Box::pin(kill_9_during_hold_delay_still_delivers_the_retry()),
         ),
         #[cfg(feature = "rabbitmq-transactional")]
-        Entry::Run(
+        Scenario::Run(
             "exactly_once_crash_leaves_no_duplicate",
             Duration::from_secs(180),
             || Box::pin(exactly_once_crash_leaves_no_duplicate()),
         ),
         #[cfg(not(feature = "rabbitmq-transactional"))]
-        Entry::Skip(
+        Scenario::Skip(
             "exactly_once_crash_leaves_no_duplicate",
             "needs feature `rabbitmq-transactional`",
         ),
-        Entry::Run("publisher_confirms_every_publish_path", Duration::from_secs(60), || {
+        Scenario::Run("publisher_confirms_every_publish_path", Duration::from_secs(60), || {
             Box::pin(publisher_confirms_every_publish_path())
         }),
-    ];
-    // Like libtest: arguments that are not flags select the scenarios whose names contain one of them.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    let scenarios: Vec<Entry> = scenarios
-        .into_iter()
-        .filter(|e| match e {
-            Entry::Run(name, ..) | Entry::Skip(name, _) => selected(name),
-        })
-        .collect();
-    let runnable = scenarios.iter().filter(|e| matches!(e, Entry::Run(..))).count();
-    println!("\nrunning {runnable} tests");
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for entry in scenarios {
-        match entry {
-            Entry::Skip(name, why) => println!("test {name} ... skipped ({why})"),
-            Entry::Run(name, limit, scenario) => {
-                let started = Instant::now();
-                match run_scenario(name, limit, scenario) {
-                    Ok(()) => {
-                        passed += 1;
-                        println!("test {name} ... ok");
-                        println!("  took {:.1?}", started.elapsed());
-                    }
-                    Err(message) => {
-                        failed += 1;
-                        println!("test {name} ... FAILED");
-                        println!("  after {:.1?}: {message}", started.elapsed());
-                    }
-                }
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    ]);
 }
