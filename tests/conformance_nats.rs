@@ -88,7 +88,6 @@ conformance::conformance_suite!(NatsHarness);
 mod facade {
     use std::path::PathBuf;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     use futures::StreamExt;
     use shove::nats::{
@@ -97,33 +96,26 @@ mod facade {
         NatsTopologyDeclarer,
     };
     use shove::{
-        AutoscalerBackend, AutoscalerConfig, Backend, Broker, ConsumerOptions, Nats, Outcome, ScalingDecision,
-        SequenceFailure, ShoveError, Topic, TopologyBuilder, define_sequenced_topic, define_topic,
+        Backend, ConsumerOptions, Nats, Outcome, ShoveError, Topic, TopologyBuilder, define_sequenced_topic,
+        define_topic,
     };
-    use tokio::sync::{Mutex, Notify, oneshot};
-    use tokio::time::Instant;
+    use tokio::sync::Notify;
     use tokio_util::sync::CancellationToken;
 
-    use super::conformance::{FnHandler, Msg, Probe, Seen, WAIT, eventually, ms, unique};
+    use super::conformance::facades::{self, gated, sharded};
+    use super::conformance::{Msg, Probe, WAIT, eventually, ms, unique};
     use super::{config, start_hint};
 
     async fn client() -> NatsClient {
-        match <Nats as Backend>::connect(config()).await {
-            Ok(client) => client,
-            Err(e) => panic!("cannot connect to NATS: {e}. {}", start_hint()),
-        }
+        facades::connect::<Nats>(config(), &start_hint()).await
     }
 
     async fn close(client: &NatsClient) {
-        <Nats as Backend>::close(client).await;
+        facades::close::<Nats>(client).await;
     }
 
     async fn publish<T: Topic<Message = Msg>>(client: &NatsClient, keys: &[&str]) {
-        let publisher = NatsPublisher::new(client.clone()).await.expect("publisher");
-        for (i, key) in keys.iter().enumerate() {
-            let n = u32::try_from(i).expect("few messages");
-            publisher.publish::<T>(&Msg::new(*key, n)).await.expect("publish");
-        }
+        facades::publish::<Nats, T>(client, keys).await;
     }
 
     /// The names of the streams on the server whose name contains `part`.
@@ -139,21 +131,58 @@ mod facade {
         found
     }
 
-    /// A handler that records each call and acknowledges it only once `gate` is notified while it waits.
-    fn gated(probe: &Probe<Msg>, gate: Arc<Notify>) -> FnHandler<Msg> {
-        let live = probe.live.clone();
-        FnHandler::new(move |msg: Msg, meta| {
-            live.push(Seen {
-                msg,
-                meta,
-                at: Instant::now(),
-            });
-            let gate = gate.clone();
-            async move {
-                gate.notified().await;
-                Outcome::Ack
-            }
-        })
+    /// Each queue has a stream named after it (registration declared them).
+    async fn streams_declared(client: &NatsClient, plain: &str, sequenced: &str) {
+        for queue in [plain, sequenced] {
+            assert!(
+                !streams_named_like(client, queue).await.is_empty(),
+                "no stream is named after {queue}"
+            );
+        }
+    }
+
+    facades::registry_registers_starts_and_refuses_misuse! {
+        backend: Nats,
+        connect: client,
+        registry: NatsConsumerGroupRegistry,
+        config: NatsConsumerGroupConfig,
+        token: |_: &NatsConsumerGroupRegistry, client: &NatsClient| client.shutdown_token(),
+        publish_before_start: true,
+        declared: streams_declared,
+    }
+
+    facades::consumer_runs_until_its_token_and_reads_the_dlq! {
+        backend: Nats,
+        connect: client,
+        consumer: NatsConsumer,
+        declarer: NatsTopologyDeclarer,
+    }
+
+    facades::run_fifo_until_timeout_keeps_key_order_and_stops_on_signal! {
+        backend: Nats,
+        connect: client,
+        consumer: NatsConsumer,
+        declarer: NatsTopologyDeclarer,
+    }
+
+    facades::stats_provider_counts! {
+        stats_provider_counts_pending_and_ack_pending,
+        backend: Nats,
+        connect: client,
+        consumer: NatsConsumer,
+        declarer: NatsTopologyDeclarer,
+        provider: JetStreamStatsProvider,
+        stats: NatsQueueStats { messages_pending, messages_ack_pending },
+    }
+
+    facades::autoscaler_backend_lists_measures_and_scales! {
+        backend: Nats,
+        connect: client,
+        autoscaler: NatsAutoscalerBackend,
+        registry: NatsConsumerGroupRegistry,
+        config: NatsConsumerGroupConfig,
+        provider_trait: NatsQueueStatsProvider,
+        stats: NatsQueueStats { messages_pending, messages_ack_pending },
     }
 
     /// Connecting to nothing, or asking for TLS on a `nats://` URL, fails with a connection error instead of
@@ -233,17 +262,7 @@ mod facade {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn declarer_creates_the_streams() {
         define_topic!(Plain, Msg, TopologyBuilder::new(unique("decl-plain")).dlq().build());
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("decl-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
+        define_sequenced_topic!(Ordered, Msg, Msg::key_of, sharded("decl-seq", 2));
         let client = client().await;
         let declarer = NatsTopologyDeclarer::new(client.clone());
         for _ in 0..2 {
@@ -267,102 +286,6 @@ mod facade {
         publish::<Plain>(&client, &["a"]).await;
         publish::<Ordered>(&client, &["a", "b", "c"]).await;
         close(&client).await;
-    }
-
-    /// The registry declares on registration and refuses misregistration with topology errors; its
-    /// groups consume once started and stop on `shutdown_all`; closing the client cancels its token.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn registry_registers_starts_and_refuses_misuse() {
-        define_topic!(Plain, Msg, TopologyBuilder::new(unique("reg-plain")).dlq().build());
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        // A sequenced topic type whose topology is not sequenced.
-        define_sequenced_topic!(
-            Unsequenced,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-unseq")).dlq().build()
-        );
-        let client = client().await;
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let factory = move || handler.clone();
-        let mut registry = NatsConsumerGroupRegistry::new(client.clone()).with_default_handler_timeout(ms(5_000));
-        let config = NatsConsumerGroupConfig::new(1..=2).with_prefetch_count(4);
-
-        let err = registry
-            .register::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("a sequenced topic on register");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        let err = registry
-            .register_fifo::<Unsequenced, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("an unsequenced topology on register_fifo");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register");
-        let err = registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("the same topic twice");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register_fifo::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register_fifo");
-        // Registration declared the streams, before any consumer ran.
-        for queue in [Plain::topology().queue(), Ordered::topology().queue()] {
-            assert!(
-                !streams_named_like(&client, queue).await.is_empty(),
-                "no stream is named after {queue}"
-            );
-        }
-
-        assert_eq!(registry.groups().len(), 2);
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        // Published before any consumer runs: the streams keep the messages.
-        publish::<Plain>(&client, &["a", "b"]).await;
-        registry.start_all();
-        let plain = registry
-            .groups()
-            .get(Plain::topology().queue())
-            .expect("the plain group");
-        assert_eq!(plain.active_consumers(), 1);
-        assert_eq!(plain.queue(), Plain::topology().queue());
-        assert_eq!(plain.config().prefetch_count(), 4);
-        assert!(
-            registry
-                .groups_mut()
-                .get_mut(Plain::topology().queue())
-                .expect("group")
-                .scale_up()
-        );
-        let token = client.shutdown_token();
-        assert!(!token.is_cancelled());
-
-        publish::<Ordered>(&client, &["a", "b"]).await;
-        probe
-            .live
-            .wait_for("4 messages over both groups", |s| s.len() >= 4)
-            .await;
-        tokio::time::timeout(WAIT, registry.shutdown_all())
-            .await
-            .expect("shutdown_all drains promptly");
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        close(&client).await;
-        assert!(token.is_cancelled(), "closing the client cancels its shutdown token");
     }
 
     /// `NatsConsumerGroup::new` starts nothing until `start`; then the group consumes until `shutdown`.
@@ -405,52 +328,6 @@ mod facade {
             .expect("shutdown drains promptly");
         assert_eq!(group.active_consumers(), 0);
         close(&client).await;
-    }
-
-    /// `NatsConsumer::run` stops on the options' shutdown token; `run_dlq` receives what was rejected
-    /// and follows the client, not the other consumer's token.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn consumer_runs_until_its_token_and_reads_the_dlq() {
-        define_topic!(Direct, Msg, TopologyBuilder::new(unique("consumer")).dlq().build());
-        let client = client().await;
-        NatsTopologyDeclarer::new(client.clone())
-            .declare(Direct::topology())
-            .await
-            .expect("declare");
-        let consumer = NatsConsumer::new(client.clone());
-        let probe = Probe::<Msg>::new();
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = consumer.clone();
-            let handler = probe.handler(|m, _| if m.n == 1 { Outcome::Reject } else { Outcome::Ack });
-            let options = ConsumerOptions::<Nats>::new().with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Direct, _>(handler, (), options).await })
-        };
-        let dlq = {
-            let consumer = consumer.clone();
-            let handler = probe.dead_handler();
-            tokio::spawn(async move { consumer.run_dlq::<Direct, _>(handler, ()).await })
-        };
-        publish::<Direct>(&client, &["k", "k", "k"]).await;
-        probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
-        probe
-            .dead
-            .wait_for("the rejected message in the DLQ", |d| !d.is_empty())
-            .await;
-        assert_eq!(probe.dead.snapshot()[0].msg, Msg::new("k", 1));
-
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
-        assert!(
-            !dlq.is_finished(),
-            "run_dlq follows the client, not the other consumer's token"
-        );
-        close(&client).await;
-        let ended = tokio::time::timeout(WAIT, dlq)
-            .await
-            .expect("run_dlq stops when the client is closed");
-        let _ = ended.expect("run_dlq task");
     }
 
     /// `ConsumerOptions::<Nats>::with_max_ack_pending` bounds the deliveries not yet acknowledged, whatever
@@ -500,209 +377,6 @@ mod facade {
         stop.cancel();
         let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
         ended.expect("run task").expect("run ends cleanly");
-        close(&client).await;
-    }
-
-    /// `run_fifo_until_timeout` consumes the shards in per-key order until its signal, and reports a clean
-    /// run.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn run_fifo_until_timeout_keeps_key_order_and_stops_on_signal() {
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("fifo-run"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        let client = client().await;
-        NatsTopologyDeclarer::new(client.clone())
-            .declare(Ordered::topology())
-            .await
-            .expect("declare");
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let (tx, rx) = oneshot::channel::<()>();
-        let run = {
-            let consumer = NatsConsumer::new(client.clone());
-            tokio::spawn(async move {
-                let signal = async move {
-                    let _ = rx.await;
-                };
-                consumer
-                    .run_fifo_until_timeout::<Ordered, _, _>(handler, (), ConsumerOptions::new(), signal, ms(5_000))
-                    .await
-            })
-        };
-        let keys: Vec<&str> = ["a", "b", "c"].iter().cycle().take(12).copied().collect();
-        publish::<Ordered>(&client, &keys).await;
-        let seen = probe.live.wait_for("12 messages", |s| s.len() >= 12).await;
-        for key in ["a", "b", "c"] {
-            let order: Vec<u32> = seen.iter().filter(|s| s.msg.key == key).map(|s| s.msg.n).collect();
-            let mut sorted = order.clone();
-            sorted.sort_unstable();
-            assert_eq!(order, sorted, "key {key} out of order");
-        }
-        let _ = tx.send(());
-        let outcome = tokio::time::timeout(WAIT, run)
-            .await
-            .expect("the run stops on its signal")
-            .expect("run task");
-        assert!(outcome.is_clean(), "{outcome:?}");
-        close(&client).await;
-    }
-
-    /// `JetStreamStatsProvider` (and `Broker::queue_stats_provider`) counts messages not yet delivered as
-    /// pending and delivered-unacknowledged ones as ack-pending, also before any consumer has run; a
-    /// sequenced topic's main name sums its shards.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stats_provider_counts_pending_and_ack_pending() {
-        define_topic!(Counted, Msg, TopologyBuilder::new(unique("stats")).dlq().build());
-        define_sequenced_topic!(
-            Sharded,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("stats-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(3)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        let queue = Counted::topology().queue();
-        let client = client().await;
-        let declarer = NatsTopologyDeclarer::new(client.clone());
-        declarer.declare(Counted::topology()).await.expect("declare");
-        declarer.declare(Sharded::topology()).await.expect("declare");
-        let stats = JetStreamStatsProvider::new(client.clone());
-        let read = |s: NatsQueueStats| (s.messages_pending, s.messages_ack_pending);
-
-        assert_eq!(read(stats.get_queue_stats(queue).await.expect("stats")), (0, 0));
-        publish::<Counted>(&client, &["a", "b", "c"]).await;
-        assert_eq!(read(stats.get_queue_stats(queue).await.expect("stats")), (3, 0));
-        let bridge = Broker::<Nats>::from_client(client.clone())
-            .queue_stats_provider()
-            .get_queue_stats(queue)
-            .await
-            .expect("stats through the broker");
-        assert_eq!(read(bridge), (3, 0));
-
-        publish::<Sharded>(&client, &["a", "b", "c", "d", "e"]).await;
-        let sharded = stats
-            .get_queue_stats(Sharded::topology().queue())
-            .await
-            .expect("stats of a sequenced topic");
-        assert_eq!(read(sharded), (5, 0));
-
-        // A consumer holding all three messages in its handlers: none pending, three ack-pending.
-        let probe = Probe::<Msg>::new();
-        let gate = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = NatsConsumer::new(client.clone());
-            let handler = gated(&probe, gate.clone());
-            let options = ConsumerOptions::<Nats>::new().with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Counted, _>(handler, (), options).await })
-        };
-        probe.live.wait_for("3 handler calls", |s| s.len() >= 3).await;
-        eventually("0 pending and 3 ack-pending", WAIT, || async {
-            read(stats.get_queue_stats(queue).await.expect("stats")) == (0, 3)
-        })
-        .await;
-        eventually("every acknowledgement to be counted", WAIT, || async {
-            gate.notify_waiters();
-            read(stats.get_queue_stats(queue).await.expect("stats")) == (0, 0)
-        })
-        .await;
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
-        close(&client).await;
-    }
-
-    /// Fixed numbers, to see how the autoscaler backend passes them on.
-    struct FixedStats(Arc<AtomicU32>);
-
-    impl NatsQueueStatsProvider for FixedStats {
-        async fn get_queue_stats(&self, _queue: &str) -> shove::error::Result<NatsQueueStats> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(NatsQueueStats {
-                messages_pending: 42,
-                messages_ack_pending: 7,
-            })
-        }
-    }
-
-    /// `NatsAutoscalerBackend` lists a registry's groups, measures them and scales them; with another
-    /// stats provider it reports that provider's numbers.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn autoscaler_backend_lists_measures_and_scales() {
-        define_topic!(Scaled, Msg, TopologyBuilder::new(unique("scaled")).dlq().build());
-        let queue = Scaled::topology().queue().to_string();
-        let client = client().await;
-        let registry = Arc::new(Mutex::new(NatsConsumerGroupRegistry::new(client.clone())));
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        registry
-            .lock()
-            .await
-            .register::<Scaled, _>(
-                NatsConsumerGroupConfig::new(1..=3).with_prefetch_count(6),
-                move || handler.clone(),
-                (),
-            )
-            .await
-            .expect("register");
-        publish::<Scaled>(&client, &["a", "b"]).await;
-
-        let scaler = NatsAutoscalerBackend::new(client.clone(), registry.clone());
-        assert_eq!(scaler.list_groups().await.expect("list_groups"), vec![queue.clone()]);
-        let metrics = scaler.fetch_metrics(&queue).await.expect("fetch_metrics");
-        assert_eq!(
-            (
-                metrics.messages_ready,
-                metrics.messages_in_flight,
-                metrics.active_consumers,
-                metrics.prefetch_count
-            ),
-            (2, 0, 0, 6)
-        );
-        let err = scaler
-            .fetch_metrics(&"no-such-group".to_string())
-            .await
-            .expect_err("an unknown group");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-
-        registry.lock().await.start_all();
-        probe.live.wait_for("2 messages", |s| s.len() >= 2).await;
-        scaler
-            .scale(&queue, ScalingDecision::ScaleUp(5))
-            .await
-            .expect("scale up");
-        assert_eq!(scaler.fetch_metrics(&queue).await.expect("metrics").active_consumers, 3);
-        eventually("scale-down to the minimum", WAIT, || async {
-            scaler
-                .scale(&queue, ScalingDecision::ScaleDown(5))
-                .await
-                .expect("scale down");
-            scaler.fetch_metrics(&queue).await.expect("metrics").active_consumers == 1
-        })
-        .await;
-
-        let calls = Arc::new(AtomicU32::new(0));
-        let fixed = NatsAutoscalerBackend::with_stats_provider(FixedStats(calls.clone()), registry.clone());
-        let metrics = fixed.fetch_metrics(&queue).await.expect("fetch_metrics");
-        assert_eq!((metrics.messages_ready, metrics.messages_in_flight), (42, 7));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        // The ready-made autoscaler over the same registry builds without touching the server.
-        let _autoscaler =
-            NatsAutoscalerBackend::autoscaler(client.clone(), registry.clone(), AutoscalerConfig::default());
-
-        registry.lock().await.shutdown_all().await;
         close(&client).await;
     }
 

@@ -77,14 +77,12 @@ mod facade {
         ConsumerGroupRegistry, ManagementConfig, QueueStatsProvider, RabbitMqAutoscalerBackend, RabbitMqClient,
         RabbitMqConsumer, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig, RabbitMqTopologyDeclarer,
     };
-    use shove::{
-        AutoscalerBackend, Broker, ConsumerOptions, Outcome, RabbitMq, SequenceFailure, ShoveError, Topic,
-        TopologyBuilder, define_sequenced_topic, define_topic,
-    };
+    use shove::{AutoscalerBackend, Broker, Outcome, RabbitMq, ShoveError, Topic, TopologyBuilder, define_topic};
     use tokio::sync::Mutex;
     use tokio_util::sync::CancellationToken;
 
-    use super::conformance::{Msg, Probe, WAIT, eventually, ms, unique};
+    use super::conformance::facades;
+    use super::conformance::{Msg, Probe, WAIT, eventually, unique};
     use super::{AMQP_URI, START_HINT};
 
     const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
@@ -110,14 +108,24 @@ mod facade {
         );
     }
 
-    async fn publish<T: Topic<Message = Msg>>(client: &RabbitMqClient, n: u32) {
-        let publisher = Broker::<RabbitMq>::from_client(client.clone())
-            .publisher()
-            .await
-            .expect("publisher");
-        for i in 0..n {
-            publisher.publish::<T>(&Msg::new("k", i)).await.expect("publish");
-        }
+    async fn publish<T: Topic<Message = Msg>>(client: &RabbitMqClient, keys: &[&str]) {
+        facades::publish::<RabbitMq, T>(client, keys).await;
+    }
+
+    facades::registry_registers_starts_and_refuses_misuse! {
+        backend: RabbitMq,
+        connect: client,
+        registry: ConsumerGroupRegistry,
+        config: RabbitMqConsumerGroupConfig,
+        token: |registry: &ConsumerGroupRegistry, _: &RabbitMqClient| registry.client_shutdown_token(),
+        publish_before_start: false,
+    }
+
+    // The consumer declares the topic itself (no declarer first).
+    facades::consumer_runs_until_its_token_and_reads_the_dlq! {
+        backend: RabbitMq,
+        connect: client,
+        consumer: RabbitMqConsumer,
     }
 
     /// The management API reports the ready messages of a registered group's queue, through
@@ -137,7 +145,7 @@ mod facade {
             .register::<Managed, _>(RabbitMqConsumerGroupConfig::new(1..=2), move || handler.clone(), ())
             .await
             .expect("register declares the queue");
-        publish::<Managed>(&client, 3).await;
+        publish::<Managed>(&client, &["k"; 3]).await;
 
         let mgmt = ManagementConfig::new(MANAGEMENT_URL, "guest", "guest");
         let scaler = RabbitMqAutoscalerBackend::new(&mgmt, registry.clone()).expect("an http management URL");
@@ -190,7 +198,7 @@ mod facade {
             .declare(Counted::topology())
             .await
             .expect("declaring is idempotent");
-        publish::<Counted>(&client, 2).await;
+        publish::<Counted>(&client, &["k"; 2]).await;
         let stats = Broker::<RabbitMq>::from_client(client.clone())
             .queue_stats_provider()
             .get_queue_stats(queue)
@@ -201,92 +209,6 @@ mod facade {
             (2, 0, 0)
         );
         client.shutdown().await;
-    }
-
-    /// The registry declares on registration and refuses misregistration with topology errors; its
-    /// groups consume once started and stop on `shutdown_all`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn registry_registers_starts_and_refuses_misuse() {
-        define_topic!(Plain, Msg, TopologyBuilder::new(unique("reg-plain")).dlq().build());
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        // A sequenced topic type whose topology is not sequenced.
-        define_sequenced_topic!(
-            Unsequenced,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-unseq")).dlq().build()
-        );
-        let client = client().await;
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let factory = move || handler.clone();
-        let mut registry = ConsumerGroupRegistry::new(client.clone()).with_default_handler_timeout(ms(5_000));
-        let config = RabbitMqConsumerGroupConfig::new(1..=2).with_prefetch_count(4);
-
-        let err = registry
-            .register::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("a sequenced topic on register");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        let err = registry
-            .register_fifo::<Unsequenced, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("an unsequenced topology on register_fifo");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register");
-        let err = registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("the same topic twice");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register_fifo::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register_fifo");
-
-        assert_eq!(registry.groups().len(), 2);
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        registry.start_all();
-        let plain = registry
-            .groups()
-            .get(Plain::topology().queue())
-            .expect("the plain group");
-        assert_eq!(plain.active_consumers(), 1);
-        assert_eq!(plain.config().prefetch_count(), 4);
-        assert!(
-            registry
-                .groups_mut()
-                .get_mut(Plain::topology().queue())
-                .expect("group")
-                .scale_up()
-        );
-        assert!(!registry.client_shutdown_token().is_cancelled());
-
-        publish::<Plain>(&client, 2).await;
-        publish::<Ordered>(&client, 2).await;
-        probe
-            .live
-            .wait_for("4 messages over both groups", |s| s.len() >= 4)
-            .await;
-        tokio::time::timeout(WAIT, registry.shutdown_all())
-            .await
-            .expect("shutdown_all drains promptly");
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        client.shutdown().await;
-        assert!(registry.client_shutdown_token().is_cancelled());
     }
 
     /// `RabbitMqConsumerGroup::new` declares first, then its consumers consume until `shutdown`.
@@ -311,53 +233,12 @@ mod facade {
         assert_eq!(group.config().max_consumers(), 4);
         group.start();
         assert_eq!(group.active_consumers(), 1);
-        publish::<Standalone>(&client, 3).await;
+        publish::<Standalone>(&client, &["k"; 3]).await;
         probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
         tokio::time::timeout(WAIT, group.shutdown())
             .await
             .expect("shutdown drains promptly");
         assert_eq!(group.active_consumers(), 0);
         client.shutdown().await;
-    }
-
-    /// `RabbitMqConsumer::run` stops on the options' shutdown token; `run_dlq` receives what was rejected.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn consumer_runs_until_its_token_and_reads_the_dlq() {
-        define_topic!(Direct, Msg, TopologyBuilder::new(unique("consumer")).dlq().build());
-        let client = client().await;
-        let consumer = RabbitMqConsumer::new(client.clone());
-        let probe = Probe::<Msg>::new();
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = consumer.clone();
-            let handler = probe.handler(|m, _| if m.n == 1 { Outcome::Reject } else { Outcome::Ack });
-            let options = ConsumerOptions::<RabbitMq>::new().with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Direct, _>(handler, (), options).await })
-        };
-        let dlq = {
-            let consumer = consumer.clone();
-            let handler = probe.dead_handler();
-            tokio::spawn(async move { consumer.run_dlq::<Direct, _>(handler, ()).await })
-        };
-        publish::<Direct>(&client, 3).await;
-        probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
-        probe
-            .dead
-            .wait_for("the rejected message in the DLQ", |d| !d.is_empty())
-            .await;
-        assert_eq!(probe.dead.snapshot()[0].msg, Msg::new("k", 1));
-
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
-        assert!(
-            !dlq.is_finished(),
-            "run_dlq follows the client, not the other consumer's token"
-        );
-        client.shutdown().await;
-        let ended = tokio::time::timeout(WAIT, dlq)
-            .await
-            .expect("run_dlq stops when the client shuts down");
-        let _ = ended.expect("run_dlq task");
     }
 }

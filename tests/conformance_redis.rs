@@ -87,7 +87,6 @@ conformance::conformance_suite!(RedisHarness);
 mod facade {
     use std::future::pending;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
     use redis::AsyncCommands;
@@ -97,15 +96,12 @@ mod facade {
         RedisConsumerGroupRegistry, RedisMode, RedisQueueStats, RedisQueueStatsProvider, RedisTopologyDeclarer,
         XlenStatsProvider, spawn_reaper,
     };
-    use shove::{
-        AutoscalerBackend, AutoscalerConfig, Backend, Broker, ConsumerOptions, Outcome, Redis, ScalingDecision,
-        SequenceFailure, ShoveError, Topic, TopologyBuilder, define_sequenced_topic, define_topic,
-    };
-    use tokio::sync::{Mutex, Notify, oneshot};
-    use tokio::time::Instant;
+    use shove::{Backend, Outcome, Redis, ShoveError, Topic, TopologyBuilder, define_sequenced_topic, define_topic};
+    use tokio::sync::Notify;
     use tokio_util::sync::CancellationToken;
 
-    use super::conformance::{FnHandler, Msg, Probe, Seen, WAIT, eventually, ms, unique};
+    use super::conformance::facades::{self, gated, sharded, stop_cleanly, stop_signal};
+    use super::conformance::{FnHandler, Msg, Probe, WAIT, eventually, ms, unique};
     use super::{config, redis_url, start_hint};
 
     async fn client_with(config: shove::redis::RedisConfig) -> RedisClient {
@@ -113,14 +109,6 @@ mod facade {
             Ok(client) => client,
             Err(e) => panic!("cannot connect to Redis: {e}. {}", start_hint()),
         }
-    }
-
-    async fn client() -> RedisClient {
-        client_with(config()).await
-    }
-
-    async fn close(client: &RedisClient) {
-        <Redis as Backend>::close(client).await;
     }
 
     /// A plain connection to the server under test, to look at what shove left there.
@@ -142,32 +130,69 @@ mod facade {
         reply.groups.into_iter().map(|g| g.name).collect()
     }
 
-    async fn publish<T: Topic<Message = Msg>>(client: &RedisClient, keys: &[&str]) {
-        let publisher = Broker::<Redis>::from_client(client.clone())
-            .publisher()
-            .await
-            .expect("publisher");
-        for (i, key) in keys.iter().enumerate() {
-            let n = u32::try_from(i).expect("few messages");
-            publisher.publish::<T>(&Msg::new(*key, n)).await.expect("publish");
-        }
+    async fn client() -> RedisClient {
+        client_with(config()).await
     }
 
-    /// A handler that records each call and acknowledges it only once `gate` is notified while it waits.
-    fn gated(probe: &Probe<Msg>, gate: Arc<Notify>) -> FnHandler<Msg> {
-        let live = probe.live.clone();
-        FnHandler::new(move |msg: Msg, meta| {
-            live.push(Seen {
-                msg,
-                meta,
-                at: Instant::now(),
-            });
-            let gate = gate.clone();
-            async move {
-                gate.notified().await;
-                Outcome::Ack
-            }
-        })
+    async fn close(client: &RedisClient) {
+        facades::close::<Redis>(client).await;
+    }
+
+    async fn publish<T: Topic<Message = Msg>>(client: &RedisClient, keys: &[&str]) {
+        facades::publish::<Redis, T>(client, keys).await;
+    }
+
+    /// Registration created the plain topic's stream and a sequenced topic's shard streams, each with the
+    /// consumer group `shove`.
+    async fn groups_declared(_client: &RedisClient, plain: &str, sequenced: &str) {
+        let mut con = raw().await;
+        assert_eq!(groups_of(&mut con, plain).await, vec!["shove"]);
+        let shard = RedisTopologyDeclarer::shard_stream_name(sequenced, 1);
+        assert_eq!(groups_of(&mut con, &shard).await, vec!["shove"]);
+    }
+
+    facades::registry_registers_starts_and_refuses_misuse! {
+        backend: Redis,
+        connect: client,
+        registry: RedisConsumerGroupRegistry,
+        config: RedisConsumerGroupConfig,
+        token: |registry: &RedisConsumerGroupRegistry, _: &RedisClient| registry.broker_shutdown_token(),
+        publish_before_start: false,
+        declared: groups_declared,
+    }
+
+    facades::consumer_runs_until_its_token_and_reads_the_dlq! {
+        backend: Redis,
+        connect: client,
+        consumer: RedisConsumer,
+        declarer: RedisTopologyDeclarer,
+    }
+
+    facades::run_fifo_until_timeout_keeps_key_order_and_stops_on_signal! {
+        backend: Redis,
+        connect: client,
+        consumer: RedisConsumer,
+        declarer: RedisTopologyDeclarer,
+    }
+
+    facades::stats_provider_counts! {
+        stats_provider_counts_ready_and_in_flight,
+        backend: Redis,
+        connect: client,
+        consumer: RedisConsumer,
+        declarer: RedisTopologyDeclarer,
+        provider: XlenStatsProvider,
+        stats: RedisQueueStats { messages_ready, messages_in_flight },
+    }
+
+    facades::autoscaler_backend_lists_measures_and_scales! {
+        backend: Redis,
+        connect: client,
+        autoscaler: RedisAutoscalerBackend,
+        registry: RedisConsumerGroupRegistry,
+        config: RedisConsumerGroupConfig,
+        provider_trait: RedisQueueStatsProvider,
+        stats: RedisQueueStats { messages_ready, messages_in_flight },
     }
 
     /// Connecting to nothing, or to a cluster (not supported by this build), fails with a connection
@@ -206,17 +231,7 @@ mod facade {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn declarer_creates_streams_with_the_consumer_group() {
         define_topic!(Plain, Msg, TopologyBuilder::new(unique("decl-plain")).dlq().build());
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("decl-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
+        define_sequenced_topic!(Ordered, Msg, Msg::key_of, sharded("decl-seq", 2));
         assert_eq!(RedisTopologyDeclarer::shard_stream_name("orders", 3), "orders-seq-3");
         let hold = RedisTopologyDeclarer::hold_set_name("orders-hold-5s");
         assert!(hold.contains("orders-hold-5s"), "{hold}");
@@ -258,98 +273,6 @@ mod facade {
         assert_eq!(groups_of(&mut con, Grouped::topology().queue()).await, vec![group]);
         close(&other).await;
         close(&client).await;
-    }
-
-    /// The registry declares on registration and refuses misregistration with topology errors; its
-    /// groups consume once started and stop on `shutdown_all`; closing the client cancels its token.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn registry_registers_starts_and_refuses_misuse() {
-        define_topic!(Plain, Msg, TopologyBuilder::new(unique("reg-plain")).dlq().build());
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        // A sequenced topic type whose topology is not sequenced.
-        define_sequenced_topic!(
-            Unsequenced,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("reg-unseq")).dlq().build()
-        );
-        let client = client().await;
-        let mut con = raw().await;
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let factory = move || handler.clone();
-        let mut registry = RedisConsumerGroupRegistry::new(client.clone()).with_default_handler_timeout(ms(5_000));
-        let config = RedisConsumerGroupConfig::new(1..=2).with_prefetch_count(4);
-
-        let err = registry
-            .register::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("a sequenced topic on register");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        let err = registry
-            .register_fifo::<Unsequenced, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("an unsequenced topology on register_fifo");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register");
-        let err = registry
-            .register::<Plain, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect_err("the same topic twice");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-        registry
-            .register_fifo::<Ordered, _>(config.clone(), factory.clone(), ())
-            .await
-            .expect("register_fifo");
-        // Registration declared the streams, before any consumer ran.
-        assert_eq!(groups_of(&mut con, Plain::topology().queue()).await, vec!["shove"]);
-        let shard = RedisTopologyDeclarer::shard_stream_name(Ordered::topology().queue(), 1);
-        assert_eq!(groups_of(&mut con, &shard).await, vec!["shove"]);
-
-        assert_eq!(registry.groups().len(), 2);
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        registry.start_all();
-        let plain = registry
-            .groups()
-            .get(Plain::topology().queue())
-            .expect("the plain group");
-        assert_eq!(plain.active_consumers(), 1);
-        assert_eq!(plain.queue(), Plain::topology().queue());
-        assert_eq!(plain.config().prefetch_count(), 4);
-        assert!(
-            registry
-                .groups_mut()
-                .get_mut(Plain::topology().queue())
-                .expect("group")
-                .scale_up()
-        );
-        assert!(!registry.broker_shutdown_token().is_cancelled());
-
-        publish::<Plain>(&client, &["a", "b"]).await;
-        publish::<Ordered>(&client, &["a", "b"]).await;
-        probe
-            .live
-            .wait_for("4 messages over both groups", |s| s.len() >= 4)
-            .await;
-        tokio::time::timeout(WAIT, registry.shutdown_all())
-            .await
-            .expect("shutdown_all drains promptly");
-        assert!(registry.groups().values().all(|g| g.active_consumers() == 0));
-        close(&client).await;
-        assert!(registry.broker_shutdown_token().is_cancelled());
     }
 
     /// `RedisConsumerGroup::new` touches nothing until started; its first consumer creates the stream
@@ -396,252 +319,18 @@ mod facade {
         close(&client).await;
     }
 
-    /// `RedisConsumer::run` stops on the options' shutdown token; `run_dlq` receives what was rejected
-    /// and follows the client, not the other consumer's token.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn consumer_runs_until_its_token_and_reads_the_dlq() {
-        define_topic!(Direct, Msg, TopologyBuilder::new(unique("consumer")).dlq().build());
-        let client = client().await;
-        RedisTopologyDeclarer::new(client.clone())
-            .declare(Direct::topology())
-            .await
-            .expect("declare");
-        let consumer = RedisConsumer::new(client.clone());
-        let probe = Probe::<Msg>::new();
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = consumer.clone();
-            let handler = probe.handler(|m, _| if m.n == 1 { Outcome::Reject } else { Outcome::Ack });
-            let options = ConsumerOptions::<Redis>::new().with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Direct, _>(handler, (), options).await })
-        };
-        let dlq = {
-            let consumer = consumer.clone();
-            let handler = probe.dead_handler();
-            tokio::spawn(async move { consumer.run_dlq::<Direct, _>(handler, ()).await })
-        };
-        publish::<Direct>(&client, &["k", "k", "k"]).await;
-        probe.live.wait_for("3 messages", |s| s.len() >= 3).await;
-        probe
-            .dead
-            .wait_for("the rejected message in the DLQ", |d| !d.is_empty())
-            .await;
-        assert_eq!(probe.dead.snapshot()[0].msg, Msg::new("k", 1));
-
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
-        assert!(
-            !dlq.is_finished(),
-            "run_dlq follows the client, not the other consumer's token"
-        );
-        close(&client).await;
-        let ended = tokio::time::timeout(WAIT, dlq)
-            .await
-            .expect("run_dlq stops when the client is closed");
-        let _ = ended.expect("run_dlq task");
-    }
-
-    /// `run_fifo_until_timeout` consumes the shard streams in per-key order until its signal, and
-    /// reports a clean run.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn run_fifo_until_timeout_keeps_key_order_and_stops_on_signal() {
-        define_sequenced_topic!(
-            Ordered,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("fifo-run"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(2)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        let client = client().await;
-        RedisTopologyDeclarer::new(client.clone())
-            .declare(Ordered::topology())
-            .await
-            .expect("declare");
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let (tx, rx) = oneshot::channel::<()>();
-        let run = {
-            let consumer = RedisConsumer::new(client.clone());
-            tokio::spawn(async move {
-                let signal = async move {
-                    let _ = rx.await;
-                };
-                consumer
-                    .run_fifo_until_timeout::<Ordered, _, _>(handler, (), ConsumerOptions::new(), signal, ms(5_000))
-                    .await
-            })
-        };
-        let keys: Vec<&str> = ["a", "b", "c"].iter().cycle().take(12).copied().collect();
-        publish::<Ordered>(&client, &keys).await;
-        let seen = probe.live.wait_for("12 messages", |s| s.len() >= 12).await;
-        for key in ["a", "b", "c"] {
-            let order: Vec<u32> = seen.iter().filter(|s| s.msg.key == key).map(|s| s.msg.n).collect();
-            let mut sorted = order.clone();
-            sorted.sort_unstable();
-            assert_eq!(order, sorted, "key {key} out of order");
-        }
-        let _ = tx.send(());
-        let outcome = tokio::time::timeout(WAIT, run)
-            .await
-            .expect("the run stops on its signal")
-            .expect("run task");
-        assert!(outcome.is_clean(), "{outcome:?}");
-        close(&client).await;
-    }
-
-    /// `XlenStatsProvider` (and `Broker::queue_stats_provider`) counts entries not yet delivered as ready
-    /// and delivered-unacknowledged entries as in flight; a sequenced topic's main name sums its shards.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stats_provider_counts_ready_and_in_flight() {
-        define_topic!(Counted, Msg, TopologyBuilder::new(unique("stats")).dlq().build());
-        define_sequenced_topic!(
-            Sharded,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("stats-seq"))
-                .sequenced(SequenceFailure::Skip)
-                .routing_shards(3)
-                .hold_queue(ms(100))
-                .dlq()
-                .build()
-        );
-        let queue = Counted::topology().queue();
-        let client = client().await;
-        let declarer = RedisTopologyDeclarer::new(client.clone());
-        declarer.declare(Counted::topology()).await.expect("declare");
-        declarer.declare(Sharded::topology()).await.expect("declare");
-        let stats = XlenStatsProvider::new(client.clone());
-        let read = |s: RedisQueueStats| (s.messages_ready, s.messages_in_flight);
-
-        assert_eq!(read(stats.get_queue_stats(queue).await.expect("stats")), (0, 0));
-        publish::<Counted>(&client, &["a", "b", "c"]).await;
-        assert_eq!(read(stats.clone().get_queue_stats(queue).await.expect("stats")), (3, 0));
-        let bridge = Broker::<Redis>::from_client(client.clone())
-            .queue_stats_provider()
-            .get_queue_stats(queue)
-            .await
-            .expect("stats through the broker");
-        assert_eq!(read(bridge), (3, 0));
-
-        publish::<Sharded>(&client, &["a", "b", "c", "d", "e"]).await;
-        let sharded = stats
-            .get_queue_stats(Sharded::topology().queue())
-            .await
-            .expect("stats of a sequenced topic");
-        assert_eq!(read(sharded), (5, 0));
-
-        // A consumer holding all three entries in its handlers: none ready, three in flight.
-        let probe = Probe::<Msg>::new();
-        let gate = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = RedisConsumer::new(client.clone());
-            let handler = gated(&probe, gate.clone());
-            let options = ConsumerOptions::<Redis>::new().with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Counted, _>(handler, (), options).await })
-        };
-        probe.live.wait_for("3 handler calls", |s| s.len() >= 3).await;
-        eventually("0 ready and 3 in flight", WAIT, || async {
-            read(stats.get_queue_stats(queue).await.expect("stats")) == (0, 3)
-        })
-        .await;
-        eventually("every acknowledgement to be counted", WAIT, || async {
-            gate.notify_waiters();
-            read(stats.get_queue_stats(queue).await.expect("stats")) == (0, 0)
-        })
-        .await;
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
-        close(&client).await;
-    }
-
-    /// Fixed numbers, to see how the autoscaler backend passes them on.
-    struct FixedStats(Arc<AtomicU32>);
-
-    impl RedisQueueStatsProvider for FixedStats {
-        async fn get_queue_stats(&self, _queue: &str) -> shove::error::Result<RedisQueueStats> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(RedisQueueStats {
-                messages_ready: 42,
-                messages_in_flight: 7,
-            })
-        }
-    }
-
-    /// `RedisAutoscalerBackend` lists a registry's groups, measures them and scales them; with another
-    /// stats provider it reports that provider's numbers.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn autoscaler_backend_lists_measures_and_scales() {
-        define_topic!(Scaled, Msg, TopologyBuilder::new(unique("scaled")).dlq().build());
-        let queue = Scaled::topology().queue().to_string();
-        let client = client().await;
-        let registry = Arc::new(Mutex::new(RedisConsumerGroupRegistry::new(client.clone())));
-        let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
+    /// A registry on `client` with one group of `1..=max` consumers for `T`, each running `handler`.
+    async fn registry_of<T: Topic<Message = Msg>>(
+        client: &RedisClient,
+        max: u16,
+        handler: FnHandler<Msg>,
+    ) -> RedisConsumerGroupRegistry {
+        let mut registry = RedisConsumerGroupRegistry::new(client.clone());
         registry
-            .lock()
-            .await
-            .register::<Scaled, _>(
-                RedisConsumerGroupConfig::new(1..=3).with_prefetch_count(6),
-                move || handler.clone(),
-                (),
-            )
+            .register::<T, _>(RedisConsumerGroupConfig::new(1..=max), move || handler.clone(), ())
             .await
             .expect("register");
-        publish::<Scaled>(&client, &["a", "b"]).await;
-
-        let scaler = RedisAutoscalerBackend::new(client.clone(), registry.clone());
-        assert_eq!(scaler.list_groups().await.expect("list_groups"), vec![queue.clone()]);
-        let metrics = scaler.fetch_metrics(&queue).await.expect("fetch_metrics");
-        assert_eq!(
-            (
-                metrics.messages_ready,
-                metrics.messages_in_flight,
-                metrics.active_consumers,
-                metrics.prefetch_count
-            ),
-            (2, 0, 0, 6)
-        );
-        let err = scaler
-            .fetch_metrics(&"no-such-group".to_string())
-            .await
-            .expect_err("an unknown group");
-        assert!(matches!(err, ShoveError::Topology(_)), "{err:?}");
-
-        registry.lock().await.start_all();
-        probe.live.wait_for("2 messages", |s| s.len() >= 2).await;
-        scaler
-            .scale(&queue, ScalingDecision::ScaleUp(5))
-            .await
-            .expect("scale up");
-        assert_eq!(scaler.fetch_metrics(&queue).await.expect("metrics").active_consumers, 3);
-        eventually("scale-down to the minimum", WAIT, || async {
-            scaler
-                .scale(&queue, ScalingDecision::ScaleDown(5))
-                .await
-                .expect("scale down");
-            scaler.fetch_metrics(&queue).await.expect("metrics").active_consumers == 1
-        })
-        .await;
-
-        let calls = Arc::new(AtomicU32::new(0));
-        let fixed = RedisAutoscalerBackend::with_stats_provider(FixedStats(calls.clone()), registry.clone());
-        let metrics = fixed.fetch_metrics(&queue).await.expect("fetch_metrics");
-        assert_eq!((metrics.messages_ready, metrics.messages_in_flight), (42, 7));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        // The ready-made autoscaler over the same registry builds without touching the server.
-        let _autoscaler =
-            RedisAutoscalerBackend::autoscaler(client.clone(), registry.clone(), AutoscalerConfig::default());
-
-        registry.lock().await.shutdown_all().await;
-        close(&client).await;
+        registry
     }
 
     /// The registry's own `run_until_timeout`: starts every group, stops on the signal and reports a
@@ -653,43 +342,18 @@ mod facade {
         let client = client().await;
 
         let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let mut registry = RedisConsumerGroupRegistry::new(client.clone());
-        registry
-            .register::<Quick, _>(RedisConsumerGroupConfig::new(1..=1), move || handler.clone(), ())
-            .await
-            .expect("register");
-        let (tx, rx) = oneshot::channel::<()>();
-        let run = tokio::spawn(registry.run_until_timeout(
-            async move {
-                let _ = rx.await;
-            },
-            ms(5_000),
-        ));
+        let registry = registry_of::<Quick>(&client, 1, probe.handler(|_, _| Outcome::Ack)).await;
+        let (tx, signal) = stop_signal();
+        let run = tokio::spawn(registry.run_until_timeout(signal, ms(5_000)));
         publish::<Quick>(&client, &["a", "b"]).await;
         probe.live.wait_for("2 messages", |s| s.len() >= 2).await;
-        let _ = tx.send(());
-        let outcome = tokio::time::timeout(WAIT, run)
-            .await
-            .expect("the run stops on its signal")
-            .expect("run task");
-        assert!(outcome.is_clean(), "{outcome:?}");
+        stop_cleanly(tx, run).await;
 
         // A handler that never finishes: the drain gives up at its deadline.
         let probe = Probe::<Msg>::new();
-        let stuck = gated(&probe, Arc::new(Notify::new()));
-        let mut registry = RedisConsumerGroupRegistry::new(client.clone());
-        registry
-            .register::<Slow, _>(RedisConsumerGroupConfig::new(1..=1), move || stuck.clone(), ())
-            .await
-            .expect("register");
-        let (tx, rx) = oneshot::channel::<()>();
-        let run = tokio::spawn(registry.run_until_timeout(
-            async move {
-                let _ = rx.await;
-            },
-            ms(300),
-        ));
+        let registry = registry_of::<Slow>(&client, 1, gated(&probe, Arc::new(Notify::new()))).await;
+        let (tx, signal) = stop_signal();
+        let run = tokio::spawn(registry.run_until_timeout(signal, ms(300)));
         publish::<Slow>(&client, &["a"]).await;
         probe
             .live
@@ -711,12 +375,7 @@ mod facade {
         define_topic!(Closing, Msg, TopologyBuilder::new(unique("run-close")).build());
         let client = client().await;
         let probe = Probe::<Msg>::new();
-        let handler = probe.handler(|_, _| Outcome::Ack);
-        let mut registry = RedisConsumerGroupRegistry::new(client.clone());
-        registry
-            .register::<Closing, _>(RedisConsumerGroupConfig::new(1..=2), move || handler.clone(), ())
-            .await
-            .expect("register");
+        let registry = registry_of::<Closing>(&client, 2, probe.handler(|_, _| Outcome::Ack)).await;
         let token = registry.broker_shutdown_token();
         let run = tokio::spawn(registry.run_until_timeout(pending::<()>(), ms(5_000)));
         publish::<Closing>(&client, &["a"]).await;

@@ -16,6 +16,7 @@
 
 pub mod consumers;
 pub mod durability;
+pub mod facades;
 pub mod faults;
 pub mod messages;
 pub mod observability;
