@@ -135,6 +135,11 @@ pub struct Delivery<Token> {
     pub envelope: Envelope,
     /// Whether the broker has delivered this message before.
     pub redelivered: bool,
+    /// The message's previous delivery ended without a settlement because its consumer went away mid-way
+    /// (crashed or was killed), as opposed to being handed back. The engine counts that attempt against
+    /// the retry budget. Only a transport that can tell the two apart sets it (Redis, from the entry's
+    /// delivery count); elsewhere such an attempt is not counted.
+    pub lost_attempt: bool,
     /// The transport's handle for settling this delivery.
     pub token: Token,
 }

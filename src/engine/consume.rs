@@ -480,7 +480,7 @@ where
 
 /// Handles one live delivery, finishing it in place when neither the handler nor the settle call waits.
 async fn fast_path<'a, T, H, S, CF, HF, SFn, SF>(
-    d: Delivery<S::Token>,
+    mut d: Delivery<S::Token>,
     shared: &'a Shared<'a, T, H, S>,
     call: &CF,
     call_slot: &mut Slot<HF>,
@@ -498,6 +498,12 @@ where
 {
     let topology = T::topology();
     let key = topology.sequencing().map(|_| Sequencer::key_of(&d));
+    // An attempt whose consumer died mid-way counts against the retry budget like a `Retry` would
+    // (contract rule 9): a message that keeps killing its consumers ends in the DLQ instead of looping.
+    if d.lost_attempt {
+        d.envelope.retry_count = d.envelope.retry_count.saturating_add(1);
+        d.redelivered = true;
+    }
     let (mut held, redelivered) = InFlight::new(shared.sub, d);
     let decision = match admit_payload::<T, _>(&held.envelope, shared) {
         Err(decision) => decision,
@@ -570,6 +576,14 @@ fn admit_payload<T: Topic, S: Subscription>(
     shared: &Shared<'_, T, impl MessageHandler<T>, S>,
 ) -> std::result::Result<T::Message, Decision> {
     let topology = T::topology();
+    if env.retry_count > shared.settings.max_retries {
+        // Past its budget only through attempts whose consumer died (or a lowered max_retries): the handler
+        // has had all its tries.
+        tracing::warn!(queue = %shared.queue, message_id = %env.message_id, retry_count = env.retry_count,
+            "retry budget already used up (by attempts whose consumer died, or max_retries was lowered); \
+             dead-lettering without another try");
+        return Err(router::dead(reasons::MAX_RETRIES_EXCEEDED, topology));
+    }
     if shared
         .settings
         .max_message_size

@@ -4,6 +4,9 @@
 //! is still pending, whether the previous handler finished at once (the fast path) or had to wait (the
 //! in-flight set, which wakes the loop through `handler_done`). At most `2 * capacity` deliveries are
 //! unsettled at once.
+//!
+//! Retry budget: an attempt whose consumer died (`Delivery::lost_attempt`) counts like a `Retry`; a
+//! delivery already past `max_retries` through such attempts is dead-lettered without a handler call.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,11 @@ use crate::transport::{
 };
 
 crate::define_topic!(Jobs, String, TopologyBuilder::new("consume-test-jobs").build());
+crate::define_topic!(
+    DlqJobs,
+    String,
+    TopologyBuilder::new("consume-test-dlq-jobs").dlq().build()
+);
 
 /// How long a test waits for something that must happen.
 const WAIT: Duration = Duration::from_secs(5);
@@ -37,26 +45,60 @@ enum Event {
     Started(&'static str),
     /// The engine asked to ack this message; the ack waits at the gate.
     Settling(&'static str),
-    /// The ack went through.
+    /// The engine asked to dead-letter this message, with the death reason stamped on the envelope; the
+    /// settlement waits at the gate.
+    DeadLettering(&'static str, Option<&'static str>),
+    /// The engine asked to requeue or release this message (named by the variant); it waits at the gate.
+    OtherSettling(&'static str, &'static str),
+    /// The settlement went through.
     Settled(&'static str),
     /// The engine gave the message up unsettled.
     Abandoned(&'static str),
 }
 
+/// One delivery [`Gated`] hands out: the message's name (its payload and token) and what the broker says
+/// about its earlier attempts.
+#[derive(Debug, Clone, Copy)]
+struct Msg {
+    name: &'static str,
+    retry_count: u32,
+    lost_attempt: bool,
+}
+
+impl Msg {
+    /// A first delivery.
+    const fn fresh(name: &'static str) -> Self {
+        Self {
+            name,
+            retry_count: 0,
+            lost_attempt: false,
+        }
+    }
+
+    /// A delivery carrying `retry_count` whose previous attempt ended with its consumer dying.
+    const fn lost(name: &'static str, retry_count: u32) -> Self {
+        Self {
+            name,
+            retry_count,
+            lost_attempt: true,
+        }
+    }
+}
+
 /// A test-only transport: the engine's scheduling is only observable with a settlement the test can hold,
 /// which no real backend offers. It hands out a fixed list of messages (named by their payload, which is
-/// also the token) and holds every ack at a gate until the test opens it.
+/// also the token) and holds every settlement at a gate until the test opens it.
 #[derive(Clone)]
 struct Gated(Arc<Inner>);
 
 struct Inner {
-    queue: Mutex<VecDeque<&'static str>>,
+    queue: Mutex<VecDeque<Msg>>,
     gate: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
 }
 
 impl Gated {
-    fn new(messages: &[&'static str], events: mpsc::UnboundedSender<Event>) -> Self {
+    fn new(messages: &[Msg], events: mpsc::UnboundedSender<Event>) -> Self {
         Self(Arc::new(Inner {
             queue: Mutex::new(messages.iter().copied().collect()),
             gate: CancellationToken::new(),
@@ -104,24 +146,30 @@ impl Subscription for Gated {
             // Nothing more will arrive; the loop stops through `RunControl::stop`.
             std::future::pending::<()>().await;
         }
-        out.extend(taken.into_iter().map(|name| Delivery {
+        out.extend(taken.into_iter().map(|msg| Delivery {
             envelope: Envelope {
-                payload: serde_json::to_vec(name).expect("encode"),
-                message_id: MessageId::Text(Arc::from(name)),
-                retry_count: 0,
+                payload: serde_json::to_vec(msg.name).expect("encode"),
+                message_id: MessageId::Text(Arc::from(msg.name)),
+                retry_count: msg.retry_count,
                 sequence_key: None,
                 headers: Arc::new(HashMap::new()),
                 death: None,
             },
+            // Left to the engine: a lost attempt alone must make the delivery count as redelivered.
             redelivered: false,
-            token: name,
+            lost_attempt: msg.lost_attempt,
+            token: msg.name,
         }));
         Ok(true)
     }
 
     async fn settle(&self, token: &'static str, how: Settlement) -> Result<()> {
-        assert!(matches!(how, Settlement::Ack), "{token}: expected an ack, got {how:?}");
-        self.record(Event::Settling(token));
+        self.record(match how {
+            Settlement::Ack => Event::Settling(token),
+            Settlement::DeadLetter { envelope } => Event::DeadLettering(token, envelope.death.map(|d| d.reason)),
+            Settlement::Requeue { .. } => Event::OtherSettling(token, "requeue"),
+            Settlement::Release { .. } => Event::OtherSettling(token, "release"),
+        });
         self.0.gate.cancelled().await;
         self.record(Event::Settled(token));
         Ok(())
@@ -134,21 +182,36 @@ impl Subscription for Gated {
     async fn close(&self) {}
 }
 
+/// What a handler call was told about its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    name: &'static str,
+    retry_count: u32,
+    redelivered: bool,
+}
+
 /// Records each call, then acks: at once, or after yielding once (so the call has to wait and finishes
 /// in the loop's in-flight set).
 struct Recorder {
     events: mpsc::UnboundedSender<Event>,
+    /// Each call's metadata, recorded before its `Started` event is sent.
+    seen: Arc<Mutex<Vec<Seen>>>,
     waits: bool,
 }
 
-impl MessageHandler<Jobs> for Recorder {
+impl<T: Topic<Message = String>> MessageHandler<T> for Recorder {
     type Context = ();
 
-    async fn handle(&self, message: String, _metadata: MessageMetadata, _ctx: &()) -> Outcome {
+    async fn handle(&self, message: String, metadata: MessageMetadata, _ctx: &()) -> Outcome {
         let name = ["A", "B", "C"]
             .into_iter()
             .find(|n| *n == message)
             .expect("one of the test's messages");
+        self.seen.lock().expect("seen lock").push(Seen {
+            name,
+            retry_count: metadata.retry_count,
+            redelivered: metadata.redelivered,
+        });
         let _ = self.events.send(Event::Started(name));
         if self.waits {
             tokio::task::yield_now().await;
@@ -160,25 +223,36 @@ impl MessageHandler<Jobs> for Recorder {
 /// A consumer running on a [`Gated`] transport with prefetch 1.
 struct Harness {
     events: mpsc::UnboundedReceiver<Event>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     gate: CancellationToken,
     ctl: RunControl,
     consumer: JoinHandle<Result<()>>,
 }
 
 impl Harness {
+    /// First deliveries of `messages` on [`Jobs`], with no retries.
     fn start(messages: &[&'static str], handler_waits: bool) -> Self {
+        let messages: Vec<_> = messages.iter().copied().map(Msg::fresh).collect();
+        Self::start_on::<Jobs>(&messages, handler_waits, 0)
+    }
+
+    /// `messages` on topic `T` with a retry budget of `max_retries`.
+    fn start_on<T: Topic<Message = String>>(messages: &[Msg], handler_waits: bool, max_retries: u32) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let transport = Gated::new(messages, tx.clone());
         let gate = transport.0.gate.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler_seen = seen.clone();
         let ctl = RunControl::default();
         let run_ctl = ctl.clone();
         let consumer = tokio::spawn(async move {
             let handler = Recorder {
                 events: tx,
+                seen: handler_seen,
                 waits: handler_waits,
             };
             let settings = ConsumerSettings {
-                max_retries: 0,
+                max_retries,
                 capacity: 1,
                 handler_timeout: None,
                 max_pending_per_key: None,
@@ -191,8 +265,8 @@ impl Harness {
                 },
             };
             let stats = RunStats::default();
-            let source = Source::Main(Jobs::topology());
-            run::<Jobs, _, _>(
+            let source = Source::Main(T::topology());
+            run::<T, _, _>(
                 &transport,
                 source,
                 Mode::Live,
@@ -206,6 +280,7 @@ impl Harness {
         });
         Self {
             events,
+            seen,
             gate,
             ctl,
             consumer,
@@ -216,6 +291,21 @@ impl Harness {
     /// names the event it waited for).
     async fn next(&mut self) -> Option<Event> {
         tokio::time::timeout(WAIT, self.events.recv()).await.ok().flatten()
+    }
+
+    /// Opens the gate, collects events until `last` arrives (failing if it does not within [`WAIT`]),
+    /// then stops the consumer. Returns every event, `last` included, and every handler call's metadata.
+    async fn run_until(mut self, last: Event) -> (Vec<Event>, Vec<Seen>) {
+        self.gate.cancel();
+        let mut events = Vec::new();
+        while events.last() != Some(&last) {
+            let event = self.next().await;
+            events.push(event.unwrap_or_else(|| panic!("waited for {last:?}; saw only {events:?}")));
+        }
+        let calls = self.seen.clone();
+        events.extend(self.stop().await);
+        let calls = calls.lock().expect("seen lock").clone();
+        (events, calls)
     }
 
     /// Asserts that nothing happens while the runtime gets every chance to run the consumer.
@@ -313,4 +403,111 @@ async fn waiting_handler_at_most_twice_prefetch_unsettled() {
 #[tokio::test]
 async fn instant_handler_at_most_twice_prefetch_unsettled() {
     at_most_twice_prefetch_unsettled(false).await;
+}
+
+/// A lost attempt raises the retry count the handler sees by one, and makes the delivery a redelivery.
+#[tokio::test]
+async fn a_lost_attempt_counts_against_the_retry_budget() {
+    let h = Harness::start_on::<Jobs>(&[Msg::lost("A", 1)], false, 3);
+    let (events, calls) = h.run_until(Event::Settled("A")).await;
+    assert_eq!(events, [Event::Started("A"), Event::Settling("A"), Event::Settled("A")]);
+    assert_eq!(
+        calls,
+        [Seen {
+            name: "A",
+            retry_count: 2,
+            redelivered: true,
+        }]
+    );
+}
+
+/// Even a first attempt that was lost is a redelivery with one retry used.
+#[tokio::test]
+async fn a_lost_first_attempt_is_a_redelivery() {
+    let h = Harness::start_on::<Jobs>(&[Msg::lost("A", 0)], true, 3);
+    let (events, calls) = h.run_until(Event::Settled("A")).await;
+    assert_eq!(events, [Event::Started("A"), Event::Settling("A"), Event::Settled("A")]);
+    assert_eq!(
+        calls,
+        [Seen {
+            name: "A",
+            retry_count: 1,
+            redelivered: true,
+        }]
+    );
+}
+
+/// A lost attempt that takes the count past `max_retries` (2 + 1 > 2) dead-letters the message with
+/// `max_retries_exceeded` without calling the handler; the next message is handled as usual.
+async fn lost_attempts_past_the_budget_dead_letter(handler_waits: bool) {
+    let h = Harness::start_on::<DlqJobs>(&[Msg::lost("A", 2), Msg::fresh("B")], handler_waits, 2);
+    let (mut events, calls) = h.run_until(Event::Settled("B")).await;
+    let position = |e: Event| events.iter().position(|s| *s == e).expect("event seen");
+    assert!(position(Event::DeadLettering("A", Some("max_retries_exceeded"))) < position(Event::Settled("A")));
+    assert!(position(Event::Started("B")) < position(Event::Settling("B")));
+    events.sort();
+    // No `Started("A")`: the handler never saw A.
+    assert_eq!(
+        events,
+        [
+            Event::Started("B"),
+            Event::Settling("B"),
+            Event::DeadLettering("A", Some("max_retries_exceeded")),
+            Event::Settled("A"),
+            Event::Settled("B"),
+        ]
+    );
+    assert_eq!(
+        calls,
+        [Seen {
+            name: "B",
+            retry_count: 0,
+            redelivered: false,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn lost_attempts_past_the_budget_dead_letter_without_a_call() {
+    lost_attempts_past_the_budget_dead_letter(false).await;
+}
+
+#[tokio::test]
+async fn waiting_handler_lost_attempts_past_the_budget_dead_letter_without_a_call() {
+    lost_attempts_past_the_budget_dead_letter(true).await;
+}
+
+/// On a topic without a DLQ, a delivery past its budget is discarded (acked) without a handler call.
+#[tokio::test]
+async fn lost_attempts_past_the_budget_without_a_dlq_are_discarded_without_a_call() {
+    let h = Harness::start_on::<Jobs>(&[Msg::lost("A", 2), Msg::fresh("B")], false, 2);
+    let (mut events, calls) = h.run_until(Event::Settled("B")).await;
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            Event::Started("B"),
+            Event::Settling("A"),
+            Event::Settling("B"),
+            Event::Settled("A"),
+            Event::Settled("B"),
+        ]
+    );
+    assert_eq!(calls.iter().map(|c| c.name).collect::<Vec<_>>(), ["B"]);
+}
+
+/// At the boundary (1 + 1 = 2, not more than `max_retries` 2) the handler still gets its last try.
+#[tokio::test]
+async fn a_lost_attempt_within_the_budget_is_handled() {
+    let h = Harness::start_on::<DlqJobs>(&[Msg::lost("A", 1)], false, 2);
+    let (events, calls) = h.run_until(Event::Settled("A")).await;
+    assert_eq!(events, [Event::Started("A"), Event::Settling("A"), Event::Settled("A")]);
+    assert_eq!(
+        calls,
+        [Seen {
+            name: "A",
+            retry_count: 2,
+            redelivered: true,
+        }]
+    );
 }

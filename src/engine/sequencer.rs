@@ -203,6 +203,7 @@ mod tests {
                 death: None,
             },
             redelivered: false,
+            lost_attempt: false,
             token: (),
         }
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shove::{
-    Autoscaler, AutoscalerConfig, ConsumerOptions, MessageMetadata, Outcome, ScalingDecision, SequenceFailure,
-    Stabilized, SupervisorOutcome, ThresholdStrategy, Topic, TopologyBuilder, define_sequenced_topic, define_topic,
+    Autoscaler, AutoscalerConfig, ConsumerOptions, MessageHandler, MessageMetadata, Outcome, ScalingDecision,
+    SequenceFailure, Stabilized, SupervisorOutcome, ThresholdStrategy, Topic, TopologyBuilder, define_sequenced_topic,
+    define_topic,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -499,7 +500,8 @@ pub async fn drain_hands_back_unstarted_messages<H: Harness>() {
 }
 
 /// Rule 17 on a sequenced topic: messages buffered behind their key's in-flight message are handed back
-/// at once on stop and later handled in order by a new consumer.
+/// at once on stop and later handled in order by a new consumer, with no retry budget used (a hand-back
+/// is not an attempt).
 pub async fn drain_hands_back_buffered_sequenced_messages<H: Harness>() {
     define_sequenced_topic!(
         Buffered,
@@ -516,7 +518,16 @@ pub async fn drain_hands_back_buffered_sequenced_messages<H: Harness>() {
     let publisher = broker.publisher().await.expect("publisher");
     let events = Recorder::<Step>::new();
     let gates = gates(1);
-    let handler = gated_handler(events.clone(), gates.clone(), Concurrency::new());
+    let gated = gated_handler(events.clone(), gates.clone(), Concurrency::new());
+    let retry_counts = Recorder::<(u32, u32)>::new();
+    let handler = {
+        let retry_counts = retry_counts.clone();
+        FnHandler::new(move |m: Msg, meta: MessageMetadata| {
+            retry_counts.push((m.n, meta.retry_count));
+            let gated = gated.clone();
+            async move { MessageHandler::<Buffered>::handle(&gated, m, meta, &()).await }
+        })
+    };
 
     let mut sup = broker.consumer_supervisor();
     sup.register_fifo::<Buffered, _>(handler.clone(), ConsumerOptions::new().with_prefetch_count(10))
@@ -565,6 +576,11 @@ pub async fn drain_hands_back_buffered_sequenced_messages<H: Harness>() {
         })
         .collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4], "the key's messages, each once, in order");
+    let counts = retry_counts.snapshot();
+    assert!(
+        counts.iter().all(|&(_, retry_count)| retry_count == 0),
+        "handed-back messages must keep their retry count (n, retry_count): {counts:?}"
+    );
     let _ = running.stop().await;
 }
 

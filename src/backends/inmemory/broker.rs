@@ -312,6 +312,8 @@ fn delivery(s: Stored, token: u16) -> Delivery<u16> {
     Delivery {
         envelope: s.envelope,
         redelivered: s.redelivered,
+        // In-process consumers cannot die without the broker: nothing is lost.
+        lost_attempt: false,
         token,
     }
 }

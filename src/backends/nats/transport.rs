@@ -660,6 +660,8 @@ impl NatsSubscription {
         Some(Delivery {
             envelope,
             redelivered: delivered > 1,
+            // A -NAK hand-back also raises the delivery count: a lost attempt cannot be told apart.
+            lost_attempt: false,
             token: NatsToken {
                 reply,
                 subject: m.subject.clone(),

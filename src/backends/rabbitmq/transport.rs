@@ -395,6 +395,8 @@ impl RabbitSubscription {
         Delivery {
             envelope,
             redelivered: d.redelivered,
+            // A requeue hand-back also sets `redelivered`: a lost attempt cannot be told apart.
+            lost_attempt: false,
             token: self.token(live, queue, d.acker),
         }
     }

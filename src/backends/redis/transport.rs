@@ -202,6 +202,18 @@ fn read_reply(reply: Value) -> Vec<(String, Vec<(String, Envelope)>)> {
         .collect()
 }
 
+/// The delivery count in an `XPENDING stream group id id 1` reply `[[id, consumer, idle, count]]`.
+fn pending_delivery_count(reply: Value) -> Option<u64> {
+    let Value::Array(entries) = reply else { return None };
+    let Value::Array(fields) = entries.into_iter().next()? else {
+        return None;
+    };
+    match fields.into_iter().nth(3)? {
+        Value::Int(n) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
 /// The claimed entries of an `XAUTOCLAIM` reply `[next, entries, deleted]`.
 fn autoclaim_reply(reply: Value) -> Vec<(String, Envelope)> {
     match reply {
@@ -766,6 +778,11 @@ async fn hand_back_in_place(client: &RedisClient, stream: &str, id: &str) -> Res
         .arg(id)
         .arg("IDLE")
         .arg(HANDED_BACK_IDLE_MS)
+        // Delivery count 0 marks a hand-back: the reclaim that takes it raises the count to 1, while an
+        // entry left by a consumer that died was delivered at least once before its reclaim (see
+        // `Reader::reclaim`).
+        .arg("RETRYCOUNT")
+        .arg(0)
         .arg("JUSTID")
         .query_async::<Value>(&mut con)
         .await
@@ -909,7 +926,8 @@ impl Reader {
 
     /// Claims entries left pending by consumers that went away (or handed back in place).
     async fn reclaim(&mut self, owned: &[bool]) -> Result<()> {
-        for (i, s) in self.streams.iter().enumerate() {
+        let streams = self.streams.clone();
+        for (i, s) in streams.iter().enumerate() {
             if !owned[i] {
                 continue;
             }
@@ -939,12 +957,12 @@ impl Reader {
                 }
             };
             self.return_credits(free.saturating_sub(claimed.len()));
-            for (id, mut envelope) in claimed {
-                // Its consumer went away mid-handling: that attempt counts against the retry budget.
-                envelope.retry_count = envelope.retry_count.saturating_add(1);
+            let lost = self.lost_attempts(&s.name, &claimed).await;
+            for ((id, envelope), lost_attempt) in claimed.into_iter().zip(lost) {
                 let d = Delivery {
                     envelope,
                     redelivered: true,
+                    lost_attempt,
                     token: RedisToken { stream: i as u16, id },
                 };
                 if let Err(unsent) = self.tx.send(Ok(d)).await {
@@ -953,6 +971,35 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// For each reclaimed entry, whether its last delivery was lost with its consumer rather than handed
+    /// back: the reclaim raised the delivery count to 2 or more (read once, then reclaimed) where a
+    /// hand-back, which resets the count to 0, shows 1. When the counts cannot be read the entries count
+    /// as lost, the conservative side for the retry budget.
+    async fn lost_attempts(&mut self, stream: &str, claimed: &[(String, Envelope)]) -> Vec<bool> {
+        if claimed.is_empty() {
+            return Vec::new();
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in claimed {
+            pipe.cmd("XPENDING")
+                .arg(stream)
+                .arg(self.client.group())
+                .arg(id)
+                .arg(id)
+                .arg(1);
+        }
+        let counts: Vec<Option<u64>> = match pipe.query_async::<Vec<Value>>(&mut self.con).await {
+            Ok(replies) => replies.into_iter().map(pending_delivery_count).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the delivery counts of reclaimed entries failed");
+                Vec::new()
+            }
+        };
+        (0..claimed.len())
+            .map(|i| counts.get(i).copied().flatten().is_none_or(|n| n >= 2))
+            .collect()
     }
 
     /// An entry read after the consumer stopped: hand it back in place for the next consumer.
@@ -1027,6 +1074,7 @@ impl Reader {
                 let d = Delivery {
                     envelope,
                     redelivered: false,
+                    lost_attempt: false,
                     token: RedisToken {
                         stream: index as u16,
                         id,
