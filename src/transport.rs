@@ -289,3 +289,31 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Current depth of a queue (or of all shards of a sequenced topic, by main queue name).
     fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
 }
+
+/// The wall-clock time, in Unix milliseconds, at which a delay that starts now is over: for transports
+/// that keep a delayed copy on the server with its due time and move it back once the clock reaches it.
+/// Rounded up, so that with the mover comparing whole milliseconds a copy never comes back early.
+#[cfg(any(feature = "redis-streams", feature = "nats"))]
+pub(crate) fn due_at_ms(delay: Duration) -> i64 {
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let delay_us = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2);
+    now_us.saturating_add(delay_us).saturating_add(999) / 1000
+}
+
+#[cfg(all(test, any(feature = "redis-streams", feature = "nats")))]
+mod due_tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_is_never_before_the_delay_is_over() {
+        for delay_us in [0u64, 1, 999, 1_000, 1_001, 60_000, 60_500] {
+            let delay = Duration::from_micros(delay_us);
+            let before_us = chrono::Utc::now().timestamp_micros();
+            let due_ms = due_at_ms(delay);
+            assert!(
+                due_ms * 1000 >= before_us + delay_us as i64,
+                "due {due_ms} ms is before now + {delay:?}"
+            );
+        }
+    }
+}

@@ -40,7 +40,8 @@ use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::{
-    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport, headers,
+    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
+    due_at_ms, headers,
 };
 
 /// Header names on NATS (spec: `Shove-*` for the engine's, `Nats-Msg-Id` for the server's deduplication).
@@ -707,7 +708,7 @@ impl NatsSubscription {
 
     /// Holds `copy` in the hold subject until `delay` passed, then it goes back to the original subject.
     async fn hold(&self, token: &NatsToken, delay: Duration, copy: &Envelope, tag: &str) -> Result<()> {
-        let due = chrono::Utc::now().timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let due = due_at_ms(delay);
         self.replace(
             token,
             hold_subject(&self.queue),

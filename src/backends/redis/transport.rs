@@ -28,7 +28,8 @@ use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::{
-    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport, headers,
+    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
+    due_at_ms, headers,
 };
 
 const PAYLOAD: &str = "payload";
@@ -601,7 +602,7 @@ impl RedisSubscription {
 
     /// Acknowledges the entry and schedules `copy` in `due_set` after `delay`, atomically.
     async fn schedule(&self, token: &RedisToken, due_set: &str, delay: Duration, copy: &Envelope) -> Result<()> {
-        let due = chrono::Utc::now().timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let due = due_at_ms(delay);
         // Unique per attempt: the same message may wait in several sets over its life.
         let attempt = format!(
             "{}:{}:{}",
