@@ -12,6 +12,11 @@
 //! - `retry`: 5,000 messages that each return `Retry` once through a 100 ms hold queue; prints the time until
 //!   every message was handled twice.
 //!
+//! Knobs: `PREFETCH=n` (shove's prefetch, default 100); `RAW_HEADERS=id` (the raw loop stores shove's
+//! message-id header too) or `RAW_HEADERS=1` (three headers); `RAW_FILTER=1` (the raw stream gets a
+//! second subject and the consumer a filter, as shove's stream and consumer have); `SERVER_PID=$(pgrep -f 'nats-server.*4222')`
+//! (also print the server's CPU per message while consuming).
+//!
 //! The streams are named `nstress-*`; `scripts/test.sh` deletes those left behind.
 
 use std::sync::Arc;
@@ -40,6 +45,24 @@ fn run_id() -> String {
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // The fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the process SERVER_PID (the NATS server, when it runs on this machine), if set: the server
+/// shares the two cores with the client, so its work per message weighs on both sides' throughput.
+fn server_cpu() -> Duration {
+    let Ok(pid) = std::env::var("SERVER_PID") else {
+        return Duration::ZERO;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
@@ -83,7 +106,11 @@ async fn raw(n: u64) -> f64 {
     let stream = js
         .create_stream(stream::Config {
             name: name.clone(),
-            subjects: vec![name.clone()],
+            subjects: if std::env::var("RAW_FILTER").is_ok() {
+                vec![name.clone(), format!("{name}.hold")]
+            } else {
+                vec![name.clone()]
+            },
             retention: stream::RetentionPolicy::WorkQueue,
             ..Default::default()
         })
@@ -92,6 +119,11 @@ async fn raw(n: u64) -> f64 {
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some("raw".into()),
+            filter_subject: if std::env::var("RAW_FILTER").is_ok() {
+                name.clone()
+            } else {
+                String::new()
+            },
             ack_policy: consumer::AckPolicy::Explicit,
             max_ack_pending: 100_000,
             ..Default::default()
@@ -106,7 +138,14 @@ async fn raw(n: u64) -> f64 {
         for i in sent..end {
             let payload = serde_json::to_vec(&event(i)).expect("encode");
             // RAW_HEADERS=1 adds the headers shove stores with each message, to compare like with like.
-            let ack = if std::env::var("RAW_HEADERS").as_deref() == Ok("1") {
+            // RAW_HEADERS=id stores the one header shove's first publish carries (the message id, a UUID,
+            // which is also the deduplication id).
+            let ack = if std::env::var("RAW_HEADERS").as_deref() == Ok("id") {
+                let id = uuid::Uuid::new_v4().to_string();
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                js.publish_with_headers(name.clone(), headers, payload.into()).await
+            } else if std::env::var("RAW_HEADERS").as_deref() == Ok("1") {
                 let id = uuid::Uuid::new_v4().to_string();
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Shove-Message-Id", id.as_str());
@@ -126,6 +165,7 @@ async fn raw(n: u64) -> f64 {
 
     let started = Instant::now();
     let cpu = cpu_time();
+    let scpu = server_cpu();
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(100)
@@ -145,7 +185,11 @@ async fn raw(n: u64) -> f64 {
         seen += 1;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    println!("raw client CPU while consuming: {:.2} µs/msg", cpu_per_message(cpu, n));
+    println!(
+        "raw client CPU while consuming: {:.2} µs/msg, server {:.2}",
+        cpu_per_message(cpu, n),
+        (server_cpu() - scpu).as_secs_f64() * 1e6 / n as f64
+    );
     drop(messages);
     js.delete_stream(&name).await.expect("delete stream");
     rate
@@ -233,10 +277,12 @@ async fn main() {
             .unwrap_or(100);
         let started = Instant::now();
         let cpu = cpu_time();
+        let scpu = server_cpu();
         let finished = consume::<Plain>(&client, n, prefetch, false).await;
         println!(
-            "shove client CPU while consuming: {:.2} µs/msg",
-            cpu_per_message(cpu, n)
+            "shove client CPU while consuming: {:.2} µs/msg, server {:.2}",
+            cpu_per_message(cpu, n),
+            (server_cpu() - scpu).as_secs_f64() * 1e6 / n as f64
         );
         let r = n as f64 / (finished - started).as_secs_f64();
         let ratio = raw_rate

@@ -380,6 +380,51 @@ mod facade {
         close(&client).await;
     }
 
+    /// Prefetch on NATS: a consumer whose handlers are slow holds `prefetch` messages, no more (it reads
+    /// ahead only while its handlers are fast): with prefetch 2 and every handler waiting, 2 are being
+    /// handled, none waits in the consumer, and the other 8 stay on the server for the rest of the group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_handlers_hold_no_more_than_the_prefetch() {
+        define_topic!(Ahead, Msg, TopologyBuilder::new(unique("ahead")).dlq().build());
+        let client = client().await;
+        NatsTopologyDeclarer::new(client.clone())
+            .declare(Ahead::topology())
+            .await
+            .expect("declare");
+        let keys: Vec<String> = (0..10).map(|n| format!("k{n}")).collect();
+        publish::<Ahead>(&client, &keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let probe = Probe::<Msg>::new();
+        let gate = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let run = {
+            let consumer = NatsConsumer::new(client.clone());
+            let handler = gated(&probe, gate.clone());
+            let options = ConsumerOptions::<Nats>::preset(2).with_shutdown(stop.clone());
+            tokio::spawn(async move { consumer.run::<Ahead, _>(handler, (), options).await })
+        };
+        let stats = || async {
+            let s = JetStreamStatsProvider::new(client.clone())
+                .get_queue_stats(Ahead::topology().queue())
+                .await
+                .expect("stats");
+            (s.messages_pending, s.messages_ack_pending)
+        };
+        eventually("2 handlers running, 8 messages left on the server", WAIT, || async {
+            probe.live.len() == 2 && stats().await == (8, 2)
+        })
+        .await;
+        assert_eq!(probe.live.len(), 2, "prefetch 2 runs 2 handlers at once");
+        eventually("every message to be handled", WAIT, || async {
+            gate.notify_waiters();
+            probe.live.len() >= 10
+        })
+        .await;
+        stop.cancel();
+        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
+        ended.expect("run task").expect("run ends cleanly");
+        close(&client).await;
+    }
+
     /// `NatsPublisher::publish_batch` reports how many it published; `publish_with_headers` hands the extra
     /// headers to the handler.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod credits;
 mod facade;
 mod publisher;
 mod puller;

@@ -6,12 +6,12 @@
 //! (what `PullConsumer::batch` does) costs a SUB, an UNSUB and a task to send it for every request, which
 //! measured 13 % of the consuming task's time.
 //!
-//! Prefetch is exact: the subscription's credits (one per message it may hold unsettled) are taken when a
-//! request asks for messages and come back when a message is settled, or when a request ends with fewer
-//! messages than it asked for. Up to two requests are open at once: the next is sent as soon as half the
-//! prefetch is free again, so the server always has a request to fill while the engine works. The server
-//! fills requests in the order it got them, so the inbox sees each request's messages, then its end,
-//! in order, and the oldest open request is always the one a message or an end status belongs to.
+//! Credits (see [`super::credits`]) bound what a subscription holds: one is taken for each message a
+//! request asks for, and comes back when the message is settled, or when a request ends with fewer
+//! messages than it asked for. Up to two requests are open at once: the next is sent as soon as the
+//! threshold's credits are free again, so the server always has a request to fill while the engine works.
+//! The server fills requests in the order it got them, so the inbox sees each request's messages, then its
+//! end, in order, and the oldest open request is always the one a message or an end status belongs to.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,7 +54,10 @@ pub(super) struct Puller {
     client: async_nats::Client,
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     next_subject: String,
-    prefetch: usize,
+    /// The most messages one request asks for.
+    batch: usize,
+    /// How many credits must be free before another request is sent.
+    threshold: usize,
     credits: Arc<Semaphore>,
     /// Opened on first use; `None` again after it closed.
     inbox: Option<(Subject, Subscriber)>,
@@ -70,13 +73,15 @@ impl Puller {
         client: async_nats::Client,
         stream: &str,
         consumer: &str,
-        prefetch: usize,
+        batch: usize,
+        threshold: usize,
         credits: Arc<Semaphore>,
     ) -> Self {
         Self {
             client,
             next_subject: format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
-            prefetch,
+            batch: batch.max(1),
+            threshold: threshold.clamp(1, batch.max(1)),
             credits,
             inbox: None,
             open: VecDeque::new(),
@@ -89,7 +94,6 @@ impl Puller {
     /// Returns without messages only when the credits semaphore closed.
     pub(super) async fn pull(&mut self, max: usize, owned: &Ownership, out: &mut Vec<Message>) -> Result<()> {
         self.open_inbox().await?;
-        let half = (self.prefetch / 2).max(1);
         loop {
             if self.open.is_empty() {
                 owned.wait().await;
@@ -102,6 +106,12 @@ impl Puller {
                 self.request(count).await?;
             }
             let may_add = self.open.len() < OPEN_REQUESTS && self.debt == 0 && owned.is_held();
+            // Messages keep arriving while the engine works, and the select below prefers them: the next
+            // request is sent as soon as its credits are free, not when the inbox runs dry.
+            if may_add && let Some(count) = self.try_take_batch() {
+                self.request(count).await?;
+                continue;
+            }
             let lost_at = self.open.front().map_or_else(Instant::now, |r| r.lost_at);
             let Some((_, inbox)) = self.inbox.as_mut() else {
                 return Err(ShoveError::Connection("the NATS pull inbox is not open".into()));
@@ -110,18 +120,10 @@ impl Puller {
                 biased;
                 m = inbox.next() => Event::Message(m),
                 _ = tokio::time::sleep_until(lost_at) => Event::Lost,
-                taken = self.credits.acquire_many(half as u32), if may_add => match taken {
+                taken = self.credits.acquire_many(self.threshold as u32), if may_add => match taken {
                     Ok(taken) => {
                         taken.forget();
-                        let more = self.credits.available_permits().min(self.prefetch - half);
-                        let more = match self.credits.try_acquire_many(more as u32) {
-                            Ok(t) => {
-                                t.forget();
-                                more
-                            }
-                            Err(_) => 0,
-                        };
-                        Event::Credits(half + more)
+                        Event::Credits(self.threshold + self.take_free(self.batch - self.threshold))
                     }
                     Err(_) => return Ok(()),
                 },
@@ -198,14 +200,26 @@ impl Puller {
     /// `None` when the semaphore closed. Cancel-safe: credits are taken only once the wait is over.
     async fn take_credits(&self) -> Option<usize> {
         self.credits.acquire().await.ok()?.forget();
-        let more = self.credits.available_permits().min(self.prefetch - 1);
-        Some(match self.credits.try_acquire_many(more as u32) {
-            Ok(p) => {
-                p.forget();
-                1 + more
+        Some(1 + self.take_free(self.batch - 1))
+    }
+
+    /// The threshold's credits and every other free one (a request's worth in all), if the threshold's
+    /// are free now.
+    fn try_take_batch(&self) -> Option<usize> {
+        self.credits.try_acquire_many(self.threshold as u32).ok()?.forget();
+        Some(self.threshold + self.take_free(self.batch - self.threshold))
+    }
+
+    /// Takes up to `most` of the credits free now, without waiting: how many it took.
+    fn take_free(&self, most: usize) -> usize {
+        let n = self.credits.available_permits().min(most);
+        match self.credits.try_acquire_many(n as u32) {
+            Ok(t) => {
+                t.forget();
+                n
             }
-            Err(_) => 1,
-        })
+            Err(_) => 0,
+        }
     }
 
     /// Pays the credits owed for messages that came without a request. False when the semaphore closed.
@@ -259,7 +273,7 @@ impl Puller {
                             self.open.pop_front();
                         }
                     }
-                    // Its request was taken as lost: the message still counts against the prefetch.
+                    // Its request was taken as lost: the message still takes a credit.
                     None => match self.credits.try_acquire() {
                         Ok(p) => p.forget(),
                         Err(_) => self.debt += 1,

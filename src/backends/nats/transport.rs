@@ -5,8 +5,9 @@
 //! - Each role reads the stream through one durable pull consumer, created once per client:
 //!   `<queue>-consumer` (competing consumers share it), `<queue>-shards` (all shards, in stream order) and
 //!   `<queue>-hold`.
-//! - Prefetch is exact: a subscription pulls only as many messages as it has credits, one credit per
-//!   message not yet settled.
+//! - Prefetch: a subscription holds at most `prefetch` messages not yet settled (requested, delivered or
+//!   being handled), and up to twice as many while its handlers settle messages within a millisecond
+//!   (see [`super::credits`]); a sequenced topic's, never more than `prefetch`.
 //! - Ack: `+ACK`. Retry / defer: the updated copy is published (confirmed, with a deduplication id made
 //!   from the original's stream sequence, so a redelivered original cannot make a second copy) to the hold
 //!   subject with its due time, then the original is acknowledged. Messages in the hold subject are moved
@@ -31,7 +32,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
@@ -60,6 +60,7 @@ mod names {
 }
 use names::{DUE, MSG_ID, TARGET};
 
+use super::credits::Credits;
 use super::puller::{PULL_EXPIRES, Puller};
 
 /// Whether a header is shove's or the server's (every other header is the user's).
@@ -536,6 +537,8 @@ pub struct NatsToken {
     reply: Subject,
     subject: Subject,
     sequence: u64,
+    /// When the subscription took the message: how long it was held is measured at settlement.
+    received: std::time::Instant,
 }
 
 /// Messages being handled, by stream sequence: their ack wait is extended until they are settled.
@@ -549,7 +552,7 @@ pub struct NatsSubscription {
     /// The queue read (a DLQ when consuming dead letters): where copies held for later go.
     queue: String,
     dlq: Option<String>,
-    credits: Arc<Semaphore>,
+    credits: Credits,
     handling: Handling,
     /// The pull requests, and the messages of the last pull not yet turned into deliveries.
     puller: tokio::sync::Mutex<(Puller, Vec<async_nats::Message>)>,
@@ -626,14 +629,21 @@ impl NatsSubscription {
             tokio::spawn(move_due(client.clone(), hold, stop.clone()));
         }
         tokio::spawn(extend_ack_wait(client.clone(), handling.clone(), stop.clone()));
-        let credits = Arc::new(Semaphore::new(prefetch));
+        // A sequenced topic's engine keeps the messages of a busy key outside its handlers: there the
+        // prefetch bounds everything the subscription holds, fast or not.
+        let read_ahead = match role {
+            Role::Sequenced => 0,
+            Role::Main | Role::Hold => prefetch,
+        };
+        let credits = Credits::new(prefetch, read_ahead);
         let info = consumer.cached_info();
         let puller = Puller::new(
             client.core().clone(),
             &info.stream_name,
             &info.name,
             prefetch,
-            credits.clone(),
+            prefetch.div_ceil(2),
+            credits.semaphore(),
         );
         Ok(Self {
             client,
@@ -667,6 +677,7 @@ impl NatsSubscription {
                 reply,
                 subject: m.subject.clone(),
                 sequence,
+                received: std::time::Instant::now(),
             },
         })
     }
@@ -723,7 +734,7 @@ impl NatsSubscription {
 /// Gives one credit back (and forgets the message's progress) when dropped: when a settlement completes
 /// or is abandoned half-way.
 struct Settled<'a> {
-    credits: &'a Semaphore,
+    credits: &'a Credits,
     handling: &'a Handling,
     sequence: u64,
 }
@@ -734,7 +745,7 @@ impl Drop for Settled<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.sequence);
-        self.credits.add_permits(1);
+        self.credits.give_back(1);
     }
 }
 
@@ -761,6 +772,7 @@ impl Subscription for NatsSubscription {
     }
 
     async fn settle(&self, token: NatsToken, how: Settlement) -> Result<()> {
+        self.credits.observe(token.received.elapsed());
         let _settled = Settled {
             credits: &self.credits,
             handling: &self.handling,
@@ -805,7 +817,7 @@ impl Subscription for NatsSubscription {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&token.sequence);
-        self.credits.add_permits(1);
+        self.credits.give_back(1);
         // Redeliverable at once rather than after the ack wait.
         let core = self.client.core().clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
