@@ -12,6 +12,10 @@
 //! - `retry_tx` (feature `rabbitmq-transactional`): the same with `with_exactly_once()`.
 //! - `bound`: 64 consumers with 5–15 ms handlers; prints the throughput against the concurrency ÷ latency
 //!   bound.
+//!
+//! The figures in docs/PERFORMANCE.md are taken with classic queue storage version 2, the default from
+//! RabbitMQ 3.13 on. On 3.10–3.12 `scripts/test.sh` sets it for this example's queues with a policy:
+//! `rabbitmqctl set_policy --apply-to queues shove-stress-cqv2 '^stress-' '{"queue-version":2}'`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
