@@ -96,7 +96,10 @@ mod facade {
         RedisConsumerGroupRegistry, RedisMode, RedisQueueStats, RedisQueueStatsProvider, RedisTopologyDeclarer,
         XlenStatsProvider, spawn_reaper,
     };
-    use shove::{Backend, Outcome, Redis, ShoveError, Topic, TopologyBuilder, define_sequenced_topic, define_topic};
+    use shove::{
+        Backend, ConsumerOptions, Outcome, Redis, ShoveError, Topic, TopologyBuilder, define_sequenced_topic,
+        define_topic,
+    };
     use tokio::sync::Notify;
     use tokio_util::sync::CancellationToken;
 
@@ -387,6 +390,84 @@ mod facade {
             .expect("the run stops when the client closes")
             .expect("run task");
         assert!(!outcome.timed_out, "{outcome:?}");
+    }
+
+    /// An entry left pending by a consumer that died is a lost attempt, and stays one when the reaper hands
+    /// it back: the consumer that finally takes it counts the attempt against the retry budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_the_reaper_hands_back_is_still_a_lost_attempt() {
+        define_topic!(Orphaned, Msg, TopologyBuilder::new(unique("orphan")).dlq().build());
+        let client = client().await;
+        RedisTopologyDeclarer::new(client.clone())
+            .declare(Orphaned::topology())
+            .await
+            .expect("declare");
+        publish::<Orphaned>(&client, &["a"]).await;
+        let stream = Orphaned::topology().queue().to_string();
+        // A consumer reads the entry and dies before settling it.
+        let mut con = raw().await;
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("shove")
+            .arg("died")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut con)
+            .await
+            .expect("XREADGROUP");
+        let stop_reaper = CancellationToken::new();
+        let reaper = spawn_reaper(
+            client.clone(),
+            vec![stream.clone()],
+            "shove".to_string(),
+            ms(20),
+            50,
+            stop_reaper.clone(),
+        );
+        eventually("the reaper to hand the entry back", WAIT, || async {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("shove")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut raw().await)
+                .await
+                .expect("XPENDING");
+            format!("{pending:?}").contains("shove-handback")
+        })
+        .await;
+        stop_reaper.cancel();
+        tokio::time::timeout(WAIT, reaper)
+            .await
+            .expect("reaper stops")
+            .expect("reaper task");
+
+        let probe = Probe::<Msg>::new();
+        let stop = CancellationToken::new();
+        let run = {
+            let consumer = RedisConsumer::new(client.clone());
+            let handler = probe.handler(|_, _| Outcome::Ack);
+            let options = ConsumerOptions::<Redis>::new()
+                .with_max_retries(3)
+                .with_shutdown(stop.clone());
+            tokio::spawn(async move { consumer.run::<Orphaned, _>(handler, (), options).await })
+        };
+        let seen = probe.live.wait_for("the orphaned message", |s| !s.is_empty()).await;
+        assert_eq!(
+            seen[0].meta.retry_count, 1,
+            "the attempt of the consumer that died counts against the budget"
+        );
+        stop.cancel();
+        tokio::time::timeout(WAIT, run)
+            .await
+            .expect("run stops on its token")
+            .expect("run task")
+            .expect("run ends cleanly");
+        close(&client).await;
     }
 
     /// The (hidden) reaper runs until its token is cancelled.

@@ -460,6 +460,8 @@ impl Drop for SenderRole<'_> {
 pub struct RedisToken {
     stream: u16,
     id: String,
+    /// The delivery was a lost attempt: a hand-back in place must leave it one (see [`Count`]).
+    lost: bool,
 }
 
 /// One stream a subscription reads, with where its delayed entries wait.
@@ -696,7 +698,9 @@ impl Subscription for RedisSubscription {
                     let set = self.stream(&token).release.clone();
                     self.schedule(&token, &set, d, &envelope).await
                 }
-                None if self.sharded => hand_back_in_place(&self.client, &self.stream(&token).name, &token.id).await,
+                None if self.sharded => {
+                    hand_back_in_place(&self.client, &self.stream(&token).name, &token.id, Count::of(&token)).await
+                }
                 None => {
                     let stream = self.stream(&token).name.clone();
                     self.move_to(&token, &stream, &envelope).await
@@ -712,7 +716,7 @@ impl Subscription for RedisSubscription {
         let stream = self.stream(&token).name.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = hand_back_in_place(&client, &stream, &token.id).await;
+                let _ = hand_back_in_place(&client, &stream, &token.id, Count::of(&token)).await;
             });
         }
     }
@@ -725,7 +729,7 @@ impl Subscription for RedisSubscription {
         while let Some(d) = rx.recv().await {
             if let Ok(d) = d {
                 let stream = self.streams[usize::from(d.token.stream)].name.clone();
-                let _ = hand_back_in_place(&self.client, &stream, &d.token.id).await;
+                let _ = hand_back_in_place(&self.client, &stream, &d.token.id, Count::of(&d.token)).await;
             }
         }
         if let Some(mut reader) = self.reader.lock().await.take() {
@@ -767,23 +771,45 @@ impl Drop for CreditBack<'_> {
     }
 }
 
+/// The delivery count a hand-back in place leaves on an entry. The reclaim that takes the entry next
+/// raises it by one, and reads 2 or more as a lost attempt (see `Reader::lost_attempts`).
+#[derive(Clone, Copy)]
+enum Count {
+    /// 0: the next reclaim sees a hand-back, not a lost attempt.
+    HandBack,
+    /// 1: the entry was taken as a lost attempt and goes back before a handler settled it, so the
+    /// attempt is not on record yet: the next reclaim must see it again.
+    Lost,
+    /// Unchanged (the reaper, which hands back what a consumer that died left: still a lost attempt).
+    Kept,
+}
+
+impl Count {
+    fn of(token: &RedisToken) -> Self {
+        if token.lost { Count::Lost } else { Count::HandBack }
+    }
+}
+
 /// Marks a pending entry as long idle, so the next reclaim pass of any consumer of the stream takes it,
 /// in stream order (a hand-back that keeps its place, for sequenced shards).
-async fn hand_back_in_place(client: &RedisClient, stream: &str, id: &str) -> Result<()> {
+async fn hand_back_in_place(client: &RedisClient, stream: &str, id: &str, count: Count) -> Result<()> {
     let mut con = client.commands();
-    redis::cmd("XCLAIM")
+    let mut claim = redis::cmd("XCLAIM");
+    claim
         .arg(stream)
         .arg(client.group())
         .arg(format!("{}-handback", client.group()))
         .arg(0)
         .arg(id)
         .arg("IDLE")
-        .arg(HANDED_BACK_IDLE_MS)
-        // Delivery count 0 marks a hand-back: the reclaim that takes it raises the count to 1, while an
-        // entry left by a consumer that died was delivered at least once before its reclaim (see
-        // `Reader::reclaim`).
-        .arg("RETRYCOUNT")
-        .arg(0)
+        .arg(HANDED_BACK_IDLE_MS);
+    match count {
+        Count::HandBack => claim.arg("RETRYCOUNT").arg(0),
+        Count::Lost => claim.arg("RETRYCOUNT").arg(1),
+        // JUSTID claims without raising the count.
+        Count::Kept => &mut claim,
+    };
+    claim
         .arg("JUSTID")
         .query_async::<Value>(&mut con)
         .await
@@ -964,7 +990,11 @@ impl Reader {
                     envelope,
                     redelivered: true,
                     lost_attempt,
-                    token: RedisToken { stream: i as u16, id },
+                    token: RedisToken {
+                        stream: i as u16,
+                        id,
+                        lost: lost_attempt,
+                    },
                 };
                 if let Err(unsent) = self.tx.send(Ok(d)).await {
                     self.give_back(unsent.0).await;
@@ -1007,7 +1037,7 @@ impl Reader {
     async fn give_back(&self, d: Result<Delivery<RedisToken>>) {
         if let Ok(d) = d {
             let stream = &self.streams[usize::from(d.token.stream)].name;
-            let _ = hand_back_in_place(&self.client, stream, &d.token.id).await;
+            let _ = hand_back_in_place(&self.client, stream, &d.token.id, Count::of(&d.token)).await;
         }
     }
 
@@ -1079,6 +1109,7 @@ impl Reader {
                     token: RedisToken {
                         stream: index as u16,
                         id,
+                        lost: false,
                     },
                 };
                 if left == 0 {
@@ -1227,7 +1258,7 @@ pub fn spawn_reaper(
                         _ => Vec::new(),
                     };
                     for id in ids.into_iter().filter_map(into_bytes).map(utf8) {
-                        let _ = hand_back_in_place(&client, stream, &id).await;
+                        let _ = hand_back_in_place(&client, stream, &id, Count::Kept).await;
                     }
                 }
             }
