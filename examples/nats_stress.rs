@@ -41,9 +41,10 @@ fn run_id() -> String {
     format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
-/// CPU time this process has used so far (user + system, all threads), from /proc (10 ms ticks).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time a process has used so far (user + system, all threads), from its /proc stat file (10 ms
+/// ticks); zero when it cannot be read.
+fn cpu_of(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
     // The fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -56,22 +57,15 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time this process has used so far.
+fn cpu_time() -> Duration {
+    cpu_of("/proc/self/stat")
+}
+
 /// CPU time of the process SERVER_PID (the NATS server, when it runs on this machine), if set: the server
 /// shares the two cores with the client, so its work per message weighs on both sides' throughput.
 fn server_cpu() -> Duration {
-    let Ok(pid) = std::env::var("SERVER_PID") else {
-        return Duration::ZERO;
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+    std::env::var("SERVER_PID").map_or(Duration::ZERO, |pid| cpu_of(&format!("/proc/{pid}/stat")))
 }
 
 /// Client CPU per message over a phase that began at `cpu_before`, in µs.
