@@ -470,6 +470,79 @@ mod facade {
         close(&client).await;
     }
 
+    /// On a sequenced topic, a lost attempt that goes back unstarted (buffered behind its key when the
+    /// consumer stops) is still a lost attempt for the next consumer: the hand-back in place keeps it on
+    /// record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_attempt_handed_back_unstarted_stays_one() {
+        define_sequenced_topic!(Ordered, Msg, Msg::key_of, sharded("lost-back", 1));
+        let client = client().await;
+        RedisTopologyDeclarer::new(client.clone())
+            .declare(Ordered::topology())
+            .await
+            .expect("declare");
+        publish::<Ordered>(&client, &["k", "k"]).await;
+        // A consumer reads both entries and dies before settling them.
+        let shard = RedisTopologyDeclarer::shard_stream_name(Ordered::topology().queue(), 0);
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("shove")
+            .arg("died")
+            .arg("COUNT")
+            .arg(2)
+            .arg("STREAMS")
+            .arg(&shard)
+            .arg(">")
+            .query_async(&mut raw().await)
+            .await
+            .expect("XREADGROUP");
+        // With a 1 s handler timeout a consumer reclaims entries idle for 2 s: both, as lost attempts. The
+        // first is handled (and held there), the second waits behind it when the consumer stops.
+        let run_once = |probe: &Probe<Msg>, gate: Arc<Notify>, stop: CancellationToken| {
+            let consumer = RedisConsumer::new(client.clone());
+            let handler = gated(probe, gate);
+            let options = ConsumerOptions::<Redis>::new()
+                .with_max_retries(5)
+                .with_handler_timeout(ms(1_000))
+                .with_shutdown(stop);
+            tokio::spawn(async move { consumer.run_fifo::<Ordered, _>(handler, (), options).await })
+        };
+        let first = Probe::<Msg>::new();
+        let gate = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let run = run_once(&first, gate.clone(), stop.clone());
+        let seen = first
+            .live
+            .wait_for("the first orphaned message", |s| !s.is_empty())
+            .await;
+        assert_eq!(
+            (seen[0].msg.n, seen[0].meta.retry_count),
+            (0, 1),
+            "a lost attempt counts"
+        );
+        stop.cancel();
+        gate.notify_waiters();
+        tokio::time::timeout(WAIT, run)
+            .await
+            .expect("run stops on its token")
+            .expect("run task")
+            .expect("run ends cleanly");
+        assert_eq!(first.live.len(), 1, "the second message was handed back unstarted");
+
+        let second = Probe::<Msg>::new();
+        let stop = CancellationToken::new();
+        let run = run_once(&second, Arc::new(Notify::new()), stop.clone());
+        let seen = second.live.wait_for("the handed-back message", |s| !s.is_empty()).await;
+        assert_eq!(
+            (seen[0].msg.n, seen[0].meta.retry_count),
+            (1, 1),
+            "the lost attempt of the consumer that died still counts after the hand-back"
+        );
+        stop.cancel();
+        let _ = tokio::time::timeout(WAIT, run).await;
+        close(&client).await;
+    }
+
     /// The (hidden) reaper runs until its token is cancelled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reaper_stops_on_its_token() {
