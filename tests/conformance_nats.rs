@@ -330,53 +330,81 @@ mod facade {
         close(&client).await;
     }
 
+    /// A consumer of `T` whose handlers all wait for `gate`, over `n` published messages.
+    struct Gated {
+        probe: Probe<Msg>,
+        gate: Arc<Notify>,
+        stop: CancellationToken,
+        run: tokio::task::JoinHandle<Result<(), ShoveError>>,
+        n: usize,
+    }
+
+    impl Gated {
+        /// Declares `T`, publishes `n` messages and starts the consumer with `options`.
+        async fn start<T: Topic<Message = Msg>>(client: &NatsClient, n: usize, options: ConsumerOptions<Nats>) -> Self {
+            NatsTopologyDeclarer::new(client.clone())
+                .declare(T::topology())
+                .await
+                .expect("declare");
+            let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            publish::<T>(client, &keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            let probe = Probe::<Msg>::new();
+            let gate = Arc::new(Notify::new());
+            let stop = CancellationToken::new();
+            let consumer = NatsConsumer::new(client.clone());
+            let handler = gated(&probe, gate.clone());
+            let options = options.with_shutdown(stop.clone());
+            let run = tokio::spawn(async move { consumer.run::<T, _>(handler, (), options).await });
+            Self {
+                probe,
+                gate,
+                stop,
+                run,
+                n,
+            }
+        }
+
+        /// Opens the gate until every message was handled and acknowledged, then stops the consumer.
+        async fn finish<T: Topic>(self, client: &NatsClient) {
+            eventually("every message to be handled and acknowledged", WAIT, || async {
+                self.gate.notify_waiters();
+                self.probe.live.len() >= self.n && stats::<T>(client).await == (0, 0)
+            })
+            .await;
+            self.stop.cancel();
+            let ended = tokio::time::timeout(WAIT, self.run)
+                .await
+                .expect("run stops on its token");
+            ended.expect("run task").expect("run ends cleanly");
+        }
+    }
+
+    /// (not yet delivered, delivered and not acknowledged) of `T`'s queue.
+    async fn stats<T: Topic>(client: &NatsClient) -> (u64, u64) {
+        let s = JetStreamStatsProvider::new(client.clone())
+            .get_queue_stats(T::topology().queue())
+            .await
+            .expect("stats");
+        (s.messages_pending, s.messages_ack_pending)
+    }
+
     /// `ConsumerOptions::<Nats>::with_max_ack_pending` bounds the deliveries not yet acknowledged, whatever
     /// the prefetch: with 2, a consumer whose handlers all wait holds two messages, no more.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn max_ack_pending_bounds_unacknowledged_deliveries() {
         define_topic!(Bounded, Msg, TopologyBuilder::new(unique("ack-pending")).dlq().build());
         let client = client().await;
-        NatsTopologyDeclarer::new(client.clone())
-            .declare(Bounded::topology())
-            .await
-            .expect("declare");
-        publish::<Bounded>(&client, &["a", "b", "c", "d", "e"]).await;
-        let probe = Probe::<Msg>::new();
-        let gate = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = NatsConsumer::new(client.clone());
-            let handler = gated(&probe, gate.clone());
-            let options = ConsumerOptions::<Nats>::preset(10)
-                .with_max_ack_pending(2)
-                .with_shutdown(stop.clone());
-            assert_eq!(options.max_ack_pending, Some(2));
-            tokio::spawn(async move { consumer.run::<Bounded, _>(handler, (), options).await })
-        };
-        probe.live.wait_for("2 handler calls", |s| s.len() >= 2).await;
+        let options = ConsumerOptions::<Nats>::preset(10).with_max_ack_pending(2);
+        assert_eq!(options.max_ack_pending, Some(2));
+        let run = Gated::start::<Bounded>(&client, 5, options).await;
+        run.probe.live.wait_for("2 handler calls", |s| s.len() >= 2).await;
         tokio::time::sleep(ms(500)).await;
         assert_eq!(
-            probe.live.len(),
+            run.probe.live.len(),
             2,
             "max_ack_pending 2 lets no third message in while two are unacknowledged"
         );
-        eventually("every message to be handled", WAIT, || async {
-            gate.notify_waiters();
-            probe.live.len() >= 5
-        })
-        .await;
-        eventually("the last handlers to finish", WAIT, || async {
-            gate.notify_waiters();
-            let stats = JetStreamStatsProvider::new(client.clone())
-                .get_queue_stats(Bounded::topology().queue())
-                .await
-                .expect("stats");
-            (stats.messages_pending, stats.messages_ack_pending) == (0, 0)
-        })
-        .await;
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
+        run.finish::<Bounded>(&client).await;
         close(&client).await;
     }
 
@@ -387,41 +415,13 @@ mod facade {
     async fn slow_handlers_hold_no_more_than_the_prefetch() {
         define_topic!(Ahead, Msg, TopologyBuilder::new(unique("ahead")).dlq().build());
         let client = client().await;
-        NatsTopologyDeclarer::new(client.clone())
-            .declare(Ahead::topology())
-            .await
-            .expect("declare");
-        let keys: Vec<String> = (0..10).map(|n| format!("k{n}")).collect();
-        publish::<Ahead>(&client, &keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
-        let probe = Probe::<Msg>::new();
-        let gate = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let run = {
-            let consumer = NatsConsumer::new(client.clone());
-            let handler = gated(&probe, gate.clone());
-            let options = ConsumerOptions::<Nats>::preset(2).with_shutdown(stop.clone());
-            tokio::spawn(async move { consumer.run::<Ahead, _>(handler, (), options).await })
-        };
-        let stats = || async {
-            let s = JetStreamStatsProvider::new(client.clone())
-                .get_queue_stats(Ahead::topology().queue())
-                .await
-                .expect("stats");
-            (s.messages_pending, s.messages_ack_pending)
-        };
+        let run = Gated::start::<Ahead>(&client, 10, ConsumerOptions::<Nats>::preset(2)).await;
         eventually("2 handlers running, 8 messages left on the server", WAIT, || async {
-            probe.live.len() == 2 && stats().await == (8, 2)
+            run.probe.live.len() == 2 && stats::<Ahead>(&client).await == (8, 2)
         })
         .await;
-        assert_eq!(probe.live.len(), 2, "prefetch 2 runs 2 handlers at once");
-        eventually("every message to be handled", WAIT, || async {
-            gate.notify_waiters();
-            probe.live.len() >= 10
-        })
-        .await;
-        stop.cancel();
-        let ended = tokio::time::timeout(WAIT, run).await.expect("run stops on its token");
-        ended.expect("run task").expect("run ends cleanly");
+        assert_eq!(run.probe.live.len(), 2, "prefetch 2 runs 2 handlers at once");
+        run.finish::<Ahead>(&client).await;
         close(&client).await;
     }
 
