@@ -392,6 +392,32 @@ mod facade {
         assert!(!outcome.timed_out, "{outcome:?}");
     }
 
+    /// A consumer of group `shove` reads `count` new entries of `stream` and dies without settling them.
+    async fn orphan(stream: &str, count: usize) {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("shove")
+            .arg("died")
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut raw().await)
+            .await
+            .expect("XREADGROUP");
+    }
+
+    /// Cancels a consumer's token and checks that its run ends cleanly.
+    async fn stop_run(stop: &CancellationToken, run: tokio::task::JoinHandle<Result<(), ShoveError>>) {
+        stop.cancel();
+        tokio::time::timeout(WAIT, run)
+            .await
+            .expect("run stops on its token")
+            .expect("run task")
+            .expect("run ends cleanly");
+    }
+
     /// An entry left pending by a consumer that died is a lost attempt, and stays one when the reaper hands
     /// it back: the consumer that finally takes it counts the attempt against the retry budget.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,20 +430,7 @@ mod facade {
             .expect("declare");
         publish::<Orphaned>(&client, &["a"]).await;
         let stream = Orphaned::topology().queue().to_string();
-        // A consumer reads the entry and dies before settling it.
-        let mut con = raw().await;
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("shove")
-            .arg("died")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query_async(&mut con)
-            .await
-            .expect("XREADGROUP");
+        orphan(&stream, 1).await;
         let stop_reaper = CancellationToken::new();
         let reaper = spawn_reaper(
             client.clone(),
@@ -461,12 +474,7 @@ mod facade {
             seen[0].meta.retry_count, 1,
             "the attempt of the consumer that died counts against the budget"
         );
-        stop.cancel();
-        tokio::time::timeout(WAIT, run)
-            .await
-            .expect("run stops on its token")
-            .expect("run task")
-            .expect("run ends cleanly");
+        stop_run(&stop, run).await;
         close(&client).await;
     }
 
@@ -482,20 +490,11 @@ mod facade {
             .await
             .expect("declare");
         publish::<Ordered>(&client, &["k", "k"]).await;
-        // A consumer reads both entries and dies before settling them.
-        let shard = RedisTopologyDeclarer::shard_stream_name(Ordered::topology().queue(), 0);
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("shove")
-            .arg("died")
-            .arg("COUNT")
-            .arg(2)
-            .arg("STREAMS")
-            .arg(&shard)
-            .arg(">")
-            .query_async(&mut raw().await)
-            .await
-            .expect("XREADGROUP");
+        orphan(
+            &RedisTopologyDeclarer::shard_stream_name(Ordered::topology().queue(), 0),
+            2,
+        )
+        .await;
         // With a 1 s handler timeout a consumer reclaims entries idle for 2 s: both, as lost attempts. The
         // first is handled (and held there), the second waits behind it when the consumer stops.
         let run_once = |probe: &Probe<Msg>, gate: Arc<Notify>, stop: CancellationToken| {
@@ -520,13 +519,10 @@ mod facade {
             (0, 1),
             "a lost attempt counts"
         );
+        // The stop is asked for first, so the buffered entry goes back before the gate lets the first finish.
         stop.cancel();
         gate.notify_waiters();
-        tokio::time::timeout(WAIT, run)
-            .await
-            .expect("run stops on its token")
-            .expect("run task")
-            .expect("run ends cleanly");
+        stop_run(&stop, run).await;
         assert_eq!(first.live.len(), 1, "the second message was handed back unstarted");
 
         let second = Probe::<Msg>::new();
@@ -538,8 +534,7 @@ mod facade {
             (1, 1),
             "the lost attempt of the consumer that died still counts after the hand-back"
         );
-        stop.cancel();
-        let _ = tokio::time::timeout(WAIT, run).await;
+        stop_run(&stop, run).await;
         close(&client).await;
     }
 
