@@ -16,6 +16,8 @@
 //! The figures in docs/PERFORMANCE.md are taken with classic queue storage version 2, the default from
 //! RabbitMQ 3.13 on. On 3.10–3.12 `scripts/test.sh` sets it for this example's queues with a policy:
 //! `rabbitmqctl set_policy --apply-to queues shove-stress-cqv2 '^stress-' '{"queue-version":2}'`.
+//! Hold queues are quorum queues; the broker returns their due copies with 32 in flight per hold queue
+//! unless `dead_letter_worker_consumer_prefetch` says otherwise (`scripts/test.sh` sets 512).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -127,6 +127,14 @@ start_rabbitmq() {
     # keep the node's default. Not fatal where the key is unknown (before 3.10) or obsolete.
     rabbitmqctl -q set_policy --apply-to queues shove-stress-cqv2 '^stress-' '{"queue-version":2}' >/dev/null 2>&1 ||
         echo "note: could not set the classic-queue-v2 policy for stress-* queues (RabbitMQ before 3.10?)" >&2
+    # Hold queues are quorum queues that dead-letter due copies at least once, through one dead-letter
+    # worker per hold queue (docs/PERFORMANCE.md, docs/CONTRACT.md). Its prefetch (32 by default) bounds
+    # how fast copies return; its confirm timeout (180 s by default) is how long a copy that fell due while
+    # the node was starting waits before it is sent again, which the restart fault tests wait out. Runtime
+    # settings for queues declared from now on: kept across stop_app/start_app, gone with a node restart,
+    # so they are set on every run.
+    run rabbitmqctl -q eval 'application:set_env(rabbit, dead_letter_worker_consumer_prefetch, 512),
+        application:set_env(rabbit, dead_letter_worker_publisher_confirm_timeout, 10000).'
     # Every test run declares durable queues with unique names; delete those of earlier runs (one call, a
     # few seconds), or they pile up until the node can no longer recover them on restart.
     run rabbitmqctl -q eval "$(cat <<'ERL'

@@ -242,3 +242,189 @@ mod facade {
         client.shutdown().await;
     }
 }
+
+/// How hold queues are declared: quorum queues that dead-letter due copies back at least once, and a
+/// classic hold queue left by an earlier shove kept as it is.
+mod hold_queues {
+    use std::time::Duration;
+
+    use shove::rabbitmq::{RabbitMqClient, RabbitMqTopologyDeclarer};
+    use shove::{
+        Broker, ConsumerOptions, Outcome, RabbitMq, SequenceFailure, ShoveError, Topic, TopologyBuilder,
+        define_sequenced_topic, define_topic,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::conformance::{DRAIN, Msg, Probe, Running, ms, unique};
+    use super::{AMQP_URI, START_HINT};
+
+    async fn client() -> RabbitMqClient {
+        match RabbitMqClient::connect(&super::RabbitMqConfig::new(AMQP_URI)).await {
+            Ok(client) => client,
+            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
+        }
+    }
+
+    /// The management API's description of queue `name` (guest/guest on 127.0.0.1:15672).
+    async fn queue_info(name: &str) -> serde_json::Value {
+        let mut stream = tokio::net::TcpStream::connect("127.0.0.1:15672")
+            .await
+            .unwrap_or_else(|e| panic!("the management API on 127.0.0.1:15672: {e}. {START_HINT}"));
+        // "guest:guest" in base64.
+        let request = format!(
+            "GET /api/queues/%2F/{name} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("send the request");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read the response");
+        let response = String::from_utf8_lossy(&response);
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "GET /api/queues/%2F/{name}: {head}\n{body}"
+        );
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("queue '{name}' as JSON: {e}: {body}"))
+    }
+
+    /// Asserts that `name` is a quorum queue returning due copies to `target` at least once.
+    async fn assert_quorum_hold(name: &str, target: &str) {
+        let info = queue_info(name).await;
+        let args = &info["arguments"];
+        assert_eq!(info["type"], "quorum", "hold queue '{name}': {info}");
+        assert_eq!(
+            args["x-dead-letter-strategy"], "at-least-once",
+            "hold queue '{name}': {args}"
+        );
+        assert_eq!(args["x-overflow"], "reject-publish", "hold queue '{name}': {args}");
+        assert_eq!(args["x-dead-letter-exchange"], "", "hold queue '{name}': {args}");
+        assert_eq!(args["x-dead-letter-routing-key"], target, "hold queue '{name}': {args}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hold_queues_are_quorum_queues_that_return_copies_at_least_once() {
+        define_topic!(
+            Plain,
+            Msg,
+            TopologyBuilder::new(unique("hold-quorum"))
+                .hold_queue(ms(200))
+                .hold_queue(Duration::from_secs(2))
+                .dlq()
+                .build()
+        );
+        define_sequenced_topic!(
+            Sequenced,
+            Msg,
+            Msg::key_of,
+            TopologyBuilder::new(unique("hold-quorum-seq"))
+                .sequenced(SequenceFailure::Skip)
+                .hold_queue(ms(200))
+                .dlq()
+                .build()
+        );
+        let client = client().await;
+        let broker = Broker::<RabbitMq>::from_client(client.clone());
+        broker.topology().declare::<Plain>().await.expect("declare");
+        broker.topology().declare::<Sequenced>().await.expect("declare");
+
+        let plain = Plain::topology();
+        for hold in plain.hold_queues() {
+            assert_quorum_hold(hold.name(), plain.queue()).await;
+        }
+        let sequenced = Sequenced::topology();
+        let shards = sequenced.sequencing().expect("a sequenced topic").routing_shards();
+        for shard in 0..shards {
+            let target = format!("{}-seq-{shard}", sequenced.queue());
+            for hold in sequenced.shard_hold_queue_names(shard) {
+                assert_quorum_hold(hold.name(), &target).await;
+            }
+        }
+        client.shutdown().await;
+    }
+
+    /// A hold queue that exists as a classic queue (shove 0.11 declared them so) is kept by every
+    /// declaration that goes through the client, and retries still pass through it; a declarer on a bare
+    /// channel cannot fall back and says what to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_classic_hold_queue_from_an_earlier_shove_is_kept() {
+        define_topic!(
+            Upgraded,
+            Msg,
+            TopologyBuilder::new(unique("hold-classic"))
+                .hold_queue(ms(200))
+                .dlq()
+                .build()
+        );
+        let topology = Upgraded::topology();
+        let hold = topology.hold_queues()[0].name();
+        let client = client().await;
+
+        // The hold queue as shove 0.11 declared it: classic, message TTL, dead-lettered to the queue.
+        let channel = client.create_channel().await.expect("channel");
+        let mut args = lapin::types::FieldTable::default();
+        args.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongLongInt(200));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            lapin::types::AMQPValue::LongString(topology.queue().into()),
+        );
+        channel
+            .queue_declare(
+                hold.into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .expect("declare the classic hold queue");
+
+        let refused = RabbitMqTopologyDeclarer::new(channel).declare(topology).await;
+        match refused {
+            Err(ShoveError::Topology(message)) => assert!(
+                message.contains(hold) && message.contains("deleted first"),
+                "the refusal names the queue and the way out: {message}"
+            ),
+            other => panic!("a bare-channel declarer must refuse the classic hold queue, got {other:?}"),
+        }
+
+        let broker = Broker::<RabbitMq>::from_client(client.clone());
+        broker
+            .topology()
+            .declare::<Upgraded>()
+            .await
+            .expect("the client keeps the classic hold queue");
+        assert_eq!(queue_info(hold).await["type"], "classic", "the hold queue was kept");
+
+        let probe = Probe::<Msg>::new();
+        let mut sup = broker.consumer_supervisor();
+        sup.register::<Upgraded, _>(
+            probe.handler(|_, meta| {
+                if meta.retry_count == 0 {
+                    Outcome::Retry
+                } else {
+                    Outcome::Ack
+                }
+            }),
+            ConsumerOptions::new(),
+        )
+        .expect("register");
+        let running = Running::supervisor(sup, DRAIN);
+        let publisher = broker.publisher().await.expect("publisher");
+        let msg = Msg::new("k", 1);
+        publisher.publish::<Upgraded>(&msg).await.expect("publish");
+        let calls = probe.live.wait_for("the retry", |s| s.len() >= 2).await;
+        assert_eq!(
+            calls.iter().map(|c| c.meta.retry_count).collect::<Vec<_>>(),
+            [0, 1],
+            "handled, then retried once through the classic hold queue"
+        );
+        assert_eq!(running.stop().await.exit_code(), 0, "clean stop");
+        client.shutdown().await;
+    }
+}

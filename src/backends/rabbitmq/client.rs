@@ -262,11 +262,22 @@ impl RabbitMqClient {
         self.inner.directory.clone()
     }
 
-    /// Declares `topology` on a short-lived channel.
+    /// Declares `topology` on short-lived channels, opening another when RabbitMQ refuses a hold queue as
+    /// a quorum queue (the refusal closes the channel), so that the hold queue can be kept as the classic
+    /// queue it is.
     pub(crate) async fn declare(&self, topology: &QueueTopology) -> Result<()> {
         let channel = self.create_channel().await?;
-        let result = topology::declare(&channel, topology).await;
-        let _ = channel.close(200, "declared".into()).await;
+        let mut result = topology::declare_all_but_holds(&channel, topology).await;
+        let mut channel = Some(channel);
+        for hold in topology::holds_of(topology) {
+            if result.is_err() {
+                break;
+            }
+            result = topology::declare_hold(self, &mut channel, &hold).await;
+        }
+        if let Some(channel) = channel {
+            let _ = channel.close(200, "declared".into()).await;
+        }
         if let Some(seq) = topology.sequencing() {
             self.inner
                 .shards

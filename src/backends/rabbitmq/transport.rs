@@ -419,20 +419,18 @@ impl RabbitSubscription {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&name);
         if !known {
+            let hold = topology::Hold {
+                name: name.clone(),
+                ttl_ms: ms,
+                target: source.clone(),
+            };
             // On its own channel: a refusal must not close the consuming one.
-            let channel = self.client.create_channel().await?;
-            channel
-                .queue_declare(
-                    ShortString::from(name.as_str()),
-                    lapin::options::QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    topology::delay_arguments(ms, source),
-                )
-                .await
-                .map_err(|e| amqp_error(&format!("cannot declare delay queue '{name}'"), e))?;
-            let _ = channel.close(200, "declared".into()).await;
+            let mut channel = None;
+            let declared = topology::declare_hold(&self.client, &mut channel, &hold).await;
+            if let Some(channel) = channel {
+                let _ = channel.close(200, "declared".into()).await;
+            }
+            declared?;
             self.delay_queues
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
