@@ -12,7 +12,7 @@
 mod conformance;
 
 use conformance::{Capabilities, GroupSpec, Harness};
-use shove::rabbitmq::{RabbitMqConfig, RabbitMqConsumerGroupConfig};
+use shove::rabbitmq::{RabbitMqClient, RabbitMqConfig, RabbitMqConsumerGroupConfig};
 use shove::{Broker, ConsumerGroupConfig, RabbitMq};
 
 /// The broker every test connects to.
@@ -22,6 +22,14 @@ const AMQP_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const START_HINT: &str = "RabbitMQ must listen on 127.0.0.1:5672 (guest/guest) with the management and \
                           consistent-hash plugins enabled; run scripts/test.sh, which installs, starts and \
                           configures it";
+
+/// A client of the local broker, for the tests that use the facade types directly.
+async fn client() -> RabbitMqClient {
+    match RabbitMqClient::connect(&RabbitMqConfig::new(AMQP_URI)).await {
+        Ok(client) => client,
+        Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
+    }
+}
 
 /// Drives the suite on `shove::RabbitMq`: a new connection to the local broker per scenario.
 struct RabbitMqHarness;
@@ -83,16 +91,9 @@ mod facade {
 
     use super::conformance::facades;
     use super::conformance::{Msg, Probe, WAIT, eventually, unique};
-    use super::{AMQP_URI, START_HINT};
+    use super::{START_HINT, client};
 
     const MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
-
-    async fn client() -> RabbitMqClient {
-        match RabbitMqClient::connect(&super::RabbitMqConfig::new(AMQP_URI)).await {
-            Ok(client) => client,
-            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
-        }
-    }
 
     /// Fails (never skips) when the management plugin does not listen.
     async fn require_management() {
@@ -256,14 +257,7 @@ mod hold_queues {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::conformance::{DRAIN, Msg, Probe, Running, ms, unique};
-    use super::{AMQP_URI, START_HINT};
-
-    async fn client() -> RabbitMqClient {
-        match RabbitMqClient::connect(&super::RabbitMqConfig::new(AMQP_URI)).await {
-            Ok(client) => client,
-            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
-        }
-    }
+    use super::{START_HINT, client};
 
     /// The management API's description of queue `name` (guest/guest on 127.0.0.1:15672).
     async fn queue_info(name: &str) -> serde_json::Value {
