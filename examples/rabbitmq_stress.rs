@@ -9,6 +9,9 @@
 //!   handler, ack each); prints the consume throughput.
 //! - `retry`: 5,000 messages that each return `Retry` once through a 100 ms hold queue; prints the time
 //!   until every message was handled twice.
+//! - `raw_retry`: raw lapin doing the same (a task per first delivery publishes the copy to a hold queue
+//!   declared as shove declares it, awaits the confirm, then acks); `all` runs it before `retry` and
+//!   prints the ratio.
 //! - `retry_tx` (feature `rabbitmq-transactional`): the same with `with_exactly_once()`.
 //! - `bound`: 64 consumers with 5–15 ms handlers; prints the throughput against the concurrency ÷ latency
 //!   bound.
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use shove::rabbitmq::{RabbitMqClient, RabbitMqConfig, RabbitMqConsumer, RabbitMqPublisher};
 use shove::{
@@ -139,6 +142,122 @@ async fn raw(n: u64) -> f64 {
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
     rate
+}
+
+/// The arguments shove gives a hold queue (src/backends/rabbitmq/topology.rs): a quorum queue whose
+/// copies wait `ttl_ms` and are dead-lettered back to `target` at least once.
+fn hold_arguments(ttl_ms: i64, target: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    let text = |v: &str| AMQPValue::LongString(v.into());
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert("x-dead-letter-routing-key".into(), text(target));
+    args.insert("x-queue-type".into(), text("quorum"));
+    args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    args.insert("x-overflow".into(), text("reject-publish"));
+    args
+}
+
+/// Raw lapin doing the retry run's work: `m` messages published with confirms while one consumer
+/// (`basic.qos` 1,000, as shove's prefetch 500 asks for) handles them; each first delivery is copied to a
+/// 100 ms hold queue (persistent, confirmed) and then acknowledged, concurrently, in a task per message;
+/// each second delivery is acknowledged. Returns the time until every message was handled twice.
+async fn raw_retry(m: u64) -> Duration {
+    let conn = Connection::connect(&uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let queue = format!("stress-raw-retry-{}", run_id());
+    let hold = format!("{queue}-hold-100ms");
+    let ch = conn.create_channel().await.expect("channel");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await
+        .expect("declare");
+    ch.queue_declare(hold.as_str().into(), durable, hold_arguments(100, &queue))
+        .await
+        .expect("declare the hold queue");
+    ch.confirm_select(Default::default()).await.expect("confirms");
+    let copies = conn.create_channel().await.expect("channel");
+    copies.confirm_select(Default::default()).await.expect("confirms");
+    let cons_ch = conn.create_channel().await.expect("channel");
+    cons_ch.basic_qos(1000, BasicQosOptions::default()).await.expect("qos");
+
+    let started = Instant::now();
+    let mut consumer = cons_ch
+        .basic_consume(
+            queue.as_str().into(),
+            "raw-retry".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let publishing = tokio::spawn({
+        let (ch, queue) = (ch.clone(), queue.clone());
+        async move {
+            let mut pending = Vec::new();
+            for i in 0..m {
+                let body = serde_json::to_vec(&event(i)).expect("encode");
+                let props = BasicProperties::default().with_delivery_mode(2);
+                let publish = ch.basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                );
+                pending.push(publish.await.expect("publish"));
+                if pending.len() == 1000 {
+                    for c in pending.drain(..) {
+                        c.await.expect("confirm");
+                    }
+                }
+            }
+            for c in pending.drain(..) {
+                c.await.expect("confirm");
+            }
+        }
+    });
+    let mut handled_twice = 0;
+    while handled_twice < m {
+        let d = consumer.next().await.expect("stream").expect("delivery");
+        let e: Event = serde_json::from_slice(&d.data).expect("decode");
+        std::hint::black_box(&e);
+        let retried = d
+            .properties
+            .headers()
+            .as_ref()
+            .is_some_and(|h| h.inner().contains_key("x-retry-count"));
+        if retried {
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+            handled_twice += 1;
+            continue;
+        }
+        let (copies, hold) = (copies.clone(), hold.clone());
+        tokio::spawn(async move {
+            let mut headers = FieldTable::default();
+            headers.insert("x-retry-count".into(), AMQPValue::LongString("1".into()));
+            let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+            let publish = copies.basic_publish(
+                "".into(),
+                hold.as_str().into(),
+                BasicPublishOptions::default(),
+                &d.data,
+                props,
+            );
+            publish.await.expect("publish").await.expect("confirm");
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        });
+    }
+    let elapsed = started.elapsed();
+    publishing.await.expect("publishing");
+    for q in [&queue, &hold] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    elapsed
 }
 
 struct Count {
@@ -347,6 +466,15 @@ async fn main() {
             .unwrap_or_default();
         println!("shove      {n} msgs: {r:>9.0} msg/s consumed (prefetch 100, no-op handler){ratio}");
     }
+    let mut raw_retry_ms = None;
+    if run("raw_retry") {
+        let m = 5_000;
+        let ms = raw_retry(m).await.as_secs_f64() * 1000.0;
+        raw_retry_ms = Some(ms);
+        println!(
+            "raw_retry  {m} msgs each retried once through a 100 ms hold queue (raw lapin): {ms:.0} ms end to end"
+        );
+    }
     if run("retry") {
         let m = 5_000;
         let started = Instant::now();
@@ -354,10 +482,13 @@ async fn main() {
         publish_all::<Retried>(&client, m).await;
         let published = started.elapsed();
         let handled = running.finish_timed().await - started;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ratio = raw_retry_ms
+            .map(|raw| format!("; raw lapin's time = {:.0}% of this", 100.0 * raw / ms))
+            .unwrap_or_default();
         println!(
-            "retry      {m} msgs each retried once through a 100 ms hold queue: {:.0} ms end to end \
-             (published after {} ms, all handled twice after {} ms)",
-            started.elapsed().as_secs_f64() * 1000.0,
+            "retry      {m} msgs each retried once through a 100 ms hold queue: {ms:.0} ms end to end \
+             (published after {} ms, all handled twice after {} ms){ratio}",
             published.as_millis(),
             handled.as_millis()
         );
