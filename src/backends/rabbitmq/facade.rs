@@ -42,7 +42,10 @@ impl RabbitMqTopologyDeclarer {
     /// # Errors
     ///
     /// [`ShoveError::Topology`](crate::ShoveError::Topology) when the broker refuses a declaration (e.g.
-    /// a queue exists with other arguments; the channel is then closed by the broker);
+    /// a queue exists with other arguments; the channel is then closed by the broker). Hold queues are
+    /// quorum queues (RabbitMQ 3.10+): a hold queue that exists as a classic queue (declared by shove
+    /// 0.11) is refused here, where the closed channel leaves no way to keep it; `Broker::topology()` and
+    /// the consumers keep such a queue, with a warning;
     /// [`ShoveError::Connection`](crate::ShoveError::Connection) when the channel or connection is down.
     ///
     /// # Cancel safety
