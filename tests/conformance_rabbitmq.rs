@@ -249,7 +249,7 @@ mod facade {
 mod hold_queues {
     use std::time::Duration;
 
-    use shove::rabbitmq::{RabbitMqClient, RabbitMqTopologyDeclarer};
+    use shove::rabbitmq::RabbitMqTopologyDeclarer;
     use shove::{
         Broker, ConsumerOptions, Outcome, RabbitMq, SequenceFailure, ShoveError, Topic, TopologyBuilder,
         define_sequenced_topic, define_topic,
