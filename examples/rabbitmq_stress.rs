@@ -77,6 +77,26 @@ fn uri() -> String {
     std::env::var("AMQP_URI").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Publishes the first `n` events to `queue` on the confirm channel `ch`, persistent, awaiting the
+/// confirms 1,000 at a time.
+async fn publish_raw(ch: &lapin::Channel, queue: &str, n: u64) {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let body = serde_json::to_vec(&event(i)).expect("encode");
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let publish = ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props);
+        pending.push(publish.await.expect("publish"));
+        if pending.len() == 1000 {
+            for c in pending.drain(..) {
+                c.await.expect("confirm");
+            }
+        }
+    }
+    for c in pending.drain(..) {
+        c.await.expect("confirm");
+    }
+}
+
 /// Raw lapin: publish n with confirms, then consume with prefetch 100 and ack each.
 async fn raw(n: u64) -> f64 {
     let conn = Connection::connect(&uri(), ConnectionProperties::default())
@@ -95,30 +115,7 @@ async fn raw(n: u64) -> f64 {
     .await
     .expect("declare");
     ch.confirm_select(Default::default()).await.expect("confirms");
-    let mut pending = Vec::new();
-    for i in 0..n {
-        let body = serde_json::to_vec(&event(i)).expect("encode");
-        let props = BasicProperties::default().with_delivery_mode(2);
-        pending.push(
-            ch.basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
-            .expect("publish"),
-        );
-        if pending.len() == 1000 {
-            for c in pending.drain(..) {
-                c.await.expect("confirm");
-            }
-        }
-    }
-    for c in pending.drain(..) {
-        c.await.expect("confirm");
-    }
+    publish_raw(&ch, &queue, n).await;
     let cons_ch = conn.create_channel().await.expect("channel");
     cons_ch.basic_qos(100, BasicQosOptions::default()).await.expect("qos");
     let started = Instant::now();
@@ -197,29 +194,7 @@ async fn raw_retry(m: u64) -> Duration {
         .expect("consume");
     let publishing = tokio::spawn({
         let (ch, queue) = (ch.clone(), queue.clone());
-        async move {
-            let mut pending = Vec::new();
-            for i in 0..m {
-                let body = serde_json::to_vec(&event(i)).expect("encode");
-                let props = BasicProperties::default().with_delivery_mode(2);
-                let publish = ch.basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                );
-                pending.push(publish.await.expect("publish"));
-                if pending.len() == 1000 {
-                    for c in pending.drain(..) {
-                        c.await.expect("confirm");
-                    }
-                }
-            }
-            for c in pending.drain(..) {
-                c.await.expect("confirm");
-            }
-        }
+        async move { publish_raw(&ch, &queue, m).await }
     });
     let mut handled_twice = 0;
     while handled_twice < m {
