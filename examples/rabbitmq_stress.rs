@@ -97,6 +97,20 @@ async fn publish_raw(ch: &lapin::Channel, queue: &str, n: u64) {
     }
 }
 
+/// A consumer of `queue` on a channel of its own with `basic.qos` = `prefetch`.
+async fn consume(conn: &Connection, queue: &str, prefetch: u16, tag: &str) -> lapin::Consumer {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.expect("qos");
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("consume")
+}
+
 /// Raw lapin: publish n with confirms, then consume with prefetch 100 and ack each.
 async fn raw(n: u64) -> f64 {
     let conn = Connection::connect(&uri(), ConnectionProperties::default())
@@ -116,18 +130,8 @@ async fn raw(n: u64) -> f64 {
     .expect("declare");
     ch.confirm_select(Default::default()).await.expect("confirms");
     publish_raw(&ch, &queue, n).await;
-    let cons_ch = conn.create_channel().await.expect("channel");
-    cons_ch.basic_qos(100, BasicQosOptions::default()).await.expect("qos");
     let started = Instant::now();
-    let mut consumer = cons_ch
-        .basic_consume(
-            queue.as_str().into(),
-            "raw".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume(&conn, &queue, 100, "raw").await;
     let mut seen = 0;
     while seen < n {
         let d = consumer.next().await.expect("stream").expect("delivery");
@@ -179,19 +183,9 @@ async fn raw_retry(m: u64) -> Duration {
     ch.confirm_select(Default::default()).await.expect("confirms");
     let copies = conn.create_channel().await.expect("channel");
     copies.confirm_select(Default::default()).await.expect("confirms");
-    let cons_ch = conn.create_channel().await.expect("channel");
-    cons_ch.basic_qos(1000, BasicQosOptions::default()).await.expect("qos");
 
     let started = Instant::now();
-    let mut consumer = cons_ch
-        .basic_consume(
-            queue.as_str().into(),
-            "raw-retry".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume(&conn, &queue, 1000, "raw-retry").await;
     let publishing = tokio::spawn({
         let (ch, queue) = (ch.clone(), queue.clone());
         async move { publish_raw(&ch, &queue, m).await }
