@@ -20,15 +20,36 @@ pub(crate) mod sealed {
 #[allow(private_interfaces)]
 pub(crate) mod internal {
     use std::future::Future;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::engine::registry::{GroupDirectory, GroupSet, GroupSettings};
+    use super::Backend;
+    use crate::consumer::ConsumerOptions;
     use crate::error::Result;
     use crate::topology::QueueTopology;
-    use crate::transport::{Depth, Envelope, Transport};
+    use crate::transport::{Attachments, Depth, Envelope, Transport};
+
+    /// What the generic facades ([`crate::facade`]) need from a backend's connected client: the one
+    /// piece of glue, besides its [`Transport`], that every backend writes.
+    pub trait ClientImpl: Clone + Send + Sync + 'static {
+        /// The transport consumers of this client run on.
+        type Transport: Transport;
+        /// The `min..=max` group size that `*ConsumerGroupConfig::default()` starts from (shove 0.11's
+        /// per-backend default).
+        const DEFAULT_GROUP_SIZE: (u16, u16);
+        /// The transport, sharing this client's connection.
+        fn transport(&self) -> Self::Transport;
+        /// Cancelled when the client is closed: every consumer of the client stops.
+        fn connection_token(&self) -> CancellationToken;
+        /// State the layers above keep per client (the consumer groups `Broker::autoscaler` sees).
+        fn attachments(&self) -> &Attachments;
+        /// The transport's own settings, read from a consumer's options (the default for a transport
+        /// that has none).
+        fn transport_options<B: Backend>(options: &ConsumerOptions<B>) -> <Self::Transport as Transport>::Options {
+            let _ = options;
+            Default::default()
+        }
+    }
 
     /// Publishes already-encoded messages.
     pub trait PublisherImpl {
@@ -63,27 +84,7 @@ pub(crate) mod internal {
         fn queue_depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
     }
 
-    /// A backend's consumer-group registry: a named facade over the engine's group set.
-    pub trait RegistryImpl: Send + Sized + 'static {
-        /// The backend's group configuration type.
-        type GroupConfig;
-        /// The transport its groups consume from.
-        type Transport: Transport;
-        /// The transport for new groups.
-        fn transport(&self) -> Self::Transport;
-        /// The engine settings a group configuration stands for.
-        fn group_settings(config: &Self::GroupConfig) -> GroupSettings;
-        /// The handler timeout for groups whose config sets none.
-        fn default_handler_timeout(&self) -> Option<Duration>;
-        /// Sets [`RegistryImpl::default_handler_timeout`].
-        fn set_default_handler_timeout(&mut self, timeout: Duration);
-        /// The token of the broker connection; group tokens are its children.
-        fn broker_token(&self) -> CancellationToken;
-        /// The registry's groups.
-        fn engine(&mut self) -> &mut dyn GroupSet;
-        /// Where a registry created by `Broker::consumer_group` is made visible to `Broker::autoscaler`.
-        fn directory(&self) -> Arc<GroupDirectory<Self>>;
-    }
+    pub use crate::engine::registry::RegistryImpl;
 }
 
 /// A message broker shove can run on. Sealed: implemented by the markers in [`crate::markers`].
@@ -92,7 +93,7 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// Connection settings.
     type Config: Send;
     /// The connected client, shared by publishers, consumers and declarers.
-    type Client: Clone + Send + Sync + 'static;
+    type Client: internal::ClientImpl + Clone + Send + Sync + 'static;
     /// The backend's publisher.
     type PublisherImpl: internal::PublisherImpl + Clone + Send + Sync + 'static;
     /// The backend's consumer.

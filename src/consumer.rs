@@ -8,13 +8,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
+use crate::engine::settings::{ConsumerSettings, EngineSettings};
+use crate::transport::SubscribeOptions;
 
-/// Default largest payload a consumer accepts (10 MiB); larger ones are dead-lettered as `oversize`.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
-/// Default handler timeout (30 s); a handler that takes longer counts as a retry.
-pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default bound on messages buffered per key by a sequenced consumer (1000).
-pub const DEFAULT_MAX_PENDING_PER_KEY: usize = 1_000;
+pub use crate::defaults::{DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_PER_KEY};
 
 /// Settings of one consumer (or every consumer a supervisor registers with them).
 ///
@@ -61,6 +58,32 @@ pub struct ConsumerOptions<B: Backend> {
     pub(crate) processing: Arc<AtomicBool>,
     pub(crate) consumer_group: Option<Arc<str>>,
     _backend: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend> ConsumerOptions<B> {
+    /// What the engine runs a consumer with, passing `backend` (the transport's own settings) on.
+    pub(crate) fn consumer_settings<O>(&self, backend: O) -> ConsumerSettings<O> {
+        ConsumerSettings {
+            engine: EngineSettings {
+                max_retries: self.max_retries,
+                capacity: if self.concurrent_processing {
+                    usize::from(self.prefetch_count.max(1))
+                } else {
+                    1
+                },
+                handler_timeout: self.handler_timeout,
+                max_pending_per_key: self.max_pending_per_key,
+                max_message_size: self.max_message_size,
+                max_reconnect_attempts: self.max_reconnect_attempts,
+                processing: self.processing.clone(),
+            },
+            subscribe: SubscribeOptions {
+                prefetch: self.prefetch_count.max(1),
+                handler_timeout: self.handler_timeout,
+                backend,
+            },
+        }
+    }
 }
 
 impl<B: Backend> ConsumerOptions<B> {

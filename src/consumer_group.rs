@@ -11,7 +11,7 @@ use crate::autoscaler::{Autoscaler, AutoscalerConfig};
 use crate::backend::capability::HasCoordinatedGroups;
 use crate::backend::internal::RegistryImpl;
 use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::autoscale::GroupsAutoscaler;
+use crate::engine::autoscale::{GroupsAutoscaler, TransportDepth};
 use crate::engine::registry::{self, Registries};
 use crate::engine::tasks::TaskSet;
 use crate::error::Result;
@@ -163,22 +163,12 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
     where
         S: Future<Output = ()> + Send + 'static,
     {
-        let stats = {
-            let mut registry = self.registry.lock().await;
-            let groups = registry.engine().all_mut();
-            groups
-                .into_iter()
-                .map(|g| {
-                    g.start();
-                    g.stats()
-                })
-                .collect::<Vec<_>>()
-        };
+        let stats = registry::start_all_counted(self.registry.lock().await.engine());
         let scaler_stop = CancellationToken::new();
         let mut scaler_task = TaskSet::new(&scaler_stop);
         if let Some(cfg) = self.autoscaling.clone() {
             let transport = self.registry.lock().await.transport();
-            let backend = GroupsAutoscaler::new(Registries::One(self.registry.clone()), transport);
+            let backend = GroupsAutoscaler::new(Registries::One(self.registry.clone()), TransportDepth(transport));
             let strategy = cfg.stabilized_threshold();
             let stop = scaler_task.stop_token();
             scaler_task.spawn(async move {
@@ -193,28 +183,8 @@ impl<B: HasCoordinatedGroups, Ctx: Clone + Send + Sync + 'static> ConsumerGroup<
         scaler_stop.cancel();
         let _ = scaler_task.drain(Duration::from_secs(5)).await;
 
-        // Every consumer stops taking messages first; then each group gets what is left of the deadline.
         self.token.cancel();
-        let mut registry = self.registry.lock().await;
-        for g in registry.engine().all_mut() {
-            g.stop();
-        }
-        let mut timed_out = false;
-        let deadline = tokio::time::Instant::now() + drain_timeout;
-        for g in registry.engine().all_mut() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            timed_out |= g.drain(Some(left)).await;
-        }
-        let (errors, panics) = stats.iter().fold((0, 0), |(e, p), s| {
-            (
-                e + s.errors.load(std::sync::atomic::Ordering::Relaxed),
-                p + s.panics.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        });
-        SupervisorOutcome {
-            errors,
-            panics,
-            timed_out,
-        }
+        let timed_out = registry::drain_all(self.registry.lock().await.engine(), drain_timeout).await;
+        registry::outcome(&stats, timed_out)
     }
 }

@@ -7,49 +7,18 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
-use crate::backend::internal::ConsumerImpl;
+use crate::backend::internal::ClientImpl;
 use crate::consumer::ConsumerOptions;
 use crate::engine::consume::{self, Mode};
-use crate::engine::settings::ConsumerSettings;
 use crate::engine::tasks::TaskSet;
 use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
 use crate::transport::Source;
 
-/// How a supervisor (or group) run ended. [`SupervisorOutcome::exit_code`] turns it into a process exit code.
-#[must_use]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SupervisorOutcome {
-    /// Consumers that stopped with an error.
-    pub errors: usize,
-    /// Handler calls (or consumer tasks) that panicked.
-    pub panics: usize,
-    /// Whether in-flight handlers were still running when the drain timeout ran out.
-    pub timed_out: bool,
-}
+pub use crate::outcome::SupervisorOutcome;
 
-impl SupervisorOutcome {
-    /// 3 for a drain timeout, else 2 for panics, else 1 for errors, else 0.
-    pub fn exit_code(&self) -> i32 {
-        if self.timed_out {
-            3
-        } else if self.panics > 0 {
-            2
-        } else if self.errors > 0 {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// Whether [`SupervisorOutcome::exit_code`] is 0.
-    pub fn is_clean(&self) -> bool {
-        self.exit_code() == 0
-    }
-}
-
-type TransportOf<B> = <<B as Backend>::ConsumerImpl as ConsumerImpl>::Transport;
+type TransportOf<B> = <<B as Backend>::Client as ClientImpl>::Transport;
 
 /// Runs consumers of several topics until a shutdown signal, then drains them.
 ///
@@ -64,7 +33,7 @@ pub struct ConsumerSupervisor<B: Backend, Ctx: Clone + Send + Sync + 'static = (
 impl<B: Backend> ConsumerSupervisor<B, ()> {
     pub(crate) fn new(client: &B::Client) -> Self {
         Self {
-            transport: B::make_consumer(client).transport(),
+            transport: client.transport(),
             ctx: (),
             tasks: TaskSet::new(&CancellationToken::new()),
             queues: HashSet::new(),
@@ -198,7 +167,7 @@ impl<B: Backend, Ctx: Clone + Send + Sync + 'static> ConsumerSupervisor<B, Ctx> 
     {
         let transport = self.transport.clone();
         let ctx = self.ctx.clone();
-        let settings = ConsumerSettings::from(&options);
+        let settings = options.consumer_settings(<B::Client as ClientImpl>::transport_options(&options));
         let ctl = self.tasks.control();
         let extra_stop = options.shutdown.clone();
         let stats = self.tasks.stats();

@@ -20,7 +20,10 @@ pub mod codecs;
 pub mod consumer;
 pub mod consumer_group;
 pub mod consumer_supervisor;
+mod defaults;
 pub mod error;
+#[cfg(any_backend)]
+pub mod facade;
 pub mod handler;
 #[doc(hidden)]
 pub mod macros;

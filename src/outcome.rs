@@ -1,4 +1,4 @@
-//! What a handler decides about a message.
+//! What a handler decides about a message, and how a run of consumers ended.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,4 +16,36 @@ pub enum Outcome {
     Reject,
     /// Not ready yet; try again after the first hold delay without counting a retry.
     Defer,
+}
+
+/// How a supervisor (or group) run ended. [`SupervisorOutcome::exit_code`] turns it into a process exit code.
+#[must_use]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SupervisorOutcome {
+    /// Consumers that stopped with an error.
+    pub errors: usize,
+    /// Handler calls (or consumer tasks) that panicked.
+    pub panics: usize,
+    /// Whether in-flight handlers were still running when the drain timeout ran out.
+    pub timed_out: bool,
+}
+
+impl SupervisorOutcome {
+    /// 3 for a drain timeout, else 2 for panics, else 1 for errors, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.timed_out {
+            3
+        } else if self.panics > 0 {
+            2
+        } else if self.errors > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Whether [`SupervisorOutcome::exit_code`] is 0.
+    pub fn is_clean(&self) -> bool {
+        self.exit_code() == 0
+    }
 }

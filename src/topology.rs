@@ -66,6 +66,20 @@ pub struct QueueTopology {
 }
 
 impl QueueTopology {
+    /// Refuses a topic registered with the wrong method: `fifo` (`register_fifo`, `new_fifo`) for a
+    /// sequenced topic, the plain one otherwise.
+    pub(crate) fn check_sequencing(&self, fifo: bool) -> crate::error::Result<()> {
+        if fifo == self.sequencing().is_some() {
+            return Ok(());
+        }
+        Err(crate::error::ShoveError::Topology(format!(
+            "topic '{}' is {}sequenced; register it with {}",
+            self.queue(),
+            if fifo { "not " } else { "" },
+            if fifo { "register" } else { "register_fifo" }
+        )))
+    }
+
     /// The main queue name.
     pub fn queue(&self) -> &str {
         &self.queue

@@ -5,9 +5,10 @@
 //! primitive its broker has. A transport never sees a user's handler, codec or message type: it moves
 //! [`Envelope`]s (bytes plus the engine's headers).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -202,26 +203,18 @@ pub enum Settlement {
     },
 }
 
-/// How a subscription should behave, from the consumer's options.
+/// How a subscription should behave, from the consumer's options. `O` is the backend's own settings
+/// ([`Transport::Options`]).
 #[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
+pub struct SubscribeOptions<O> {
     /// How many deliveries the engine may hold unsettled at once (the broker-side credit, where the
     /// broker has one).
     pub prefetch: u16,
     /// The consumer's handler timeout (`None`: unbounded): a broker that reclaims deliveries left
     /// unsettled must wait longer than this before deciding a consumer went away.
     pub handler_timeout: Option<Duration>,
-    /// How long to wait for the broker to confirm the copy that carries a retry, defer or dead-letter
-    /// before giving up on it (the original is then handed back). `None`: the backend's default.
-    #[cfg(feature = "rabbitmq")]
-    pub hold_queue_timeout: Option<Duration>,
-    /// Settle through broker transactions: the copy and the acknowledgement of the original commit
-    /// together or not at all.
-    #[cfg(feature = "rabbitmq-transactional")]
-    pub exactly_once: bool,
-    /// NATS: the JetStream consumer's `max_ack_pending` (`None`: the server's default).
-    #[cfg(feature = "nats")]
-    pub max_ack_pending: Option<i64>,
+    /// The backend's own settings.
+    pub backend: O,
 }
 
 /// Depth of a queue, for autoscaling.
@@ -266,6 +259,9 @@ pub trait Transport: Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// The subscription type.
     type Subscription: Subscription;
+    /// Settings of this backend alone that a consumer passes to [`Transport::subscribe`] (`()` when it
+    /// has none). A backend's client reads them from the consumer's options.
+    type Options: Clone + Default + Send + Sync + 'static;
 
     /// Creates the topic's queues if they do not exist. Idempotent.
     fn declare(&self, topology: &QueueTopology) -> impl Future<Output = Result<()>> + Send;
@@ -283,11 +279,36 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn subscribe(
         &self,
         source: Source,
-        options: &SubscribeOptions,
+        options: &SubscribeOptions<Self::Options>,
     ) -> impl Future<Output = Result<Self::Subscription>> + Send;
 
     /// Current depth of a queue (or of all shards of a sequenced topic, by main queue name).
     fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
+}
+
+/// State that the layers above a transport keep per client, opaque to the backend: a client holds one
+/// and hands it out, and never looks inside (today it holds the consumer-group directory that
+/// `Broker::autoscaler` reads). Cloning shares the slot.
+#[derive(Clone, Default)]
+pub struct Attachments(Arc<OnceLock<Arc<dyn Any + Send + Sync>>>);
+
+impl Attachments {
+    /// The attached value of type `A`, created on first use.
+    ///
+    /// # Panics
+    ///
+    /// When a value of another type was attached first: a client serves one backend, so the layers
+    /// above always ask for the same type.
+    pub fn get_or_default<A: Any + Send + Sync + Default>(&self) -> Arc<A> {
+        let any = self.0.get_or_init(|| Arc::new(A::default())).clone();
+        match any.downcast::<A>() {
+            Ok(a) => a,
+            Err(_) => panic!(
+                "a client's attachments were created as another type than {}",
+                std::any::type_name::<A>()
+            ),
+        }
+    }
 }
 
 /// The wall-clock time, in Unix milliseconds, at which a delay that starts now is over: for transports

@@ -1,24 +1,43 @@
-//! An [`AutoscalerBackend`] over consumer groups, reading queue depth from the transport.
+//! An [`AutoscalerBackend`] over consumer groups, written once: it finds groups through their
+//! registries and reads queue depth from a [`DepthSource`] (the transport, or a user's statistics
+//! provider behind a backend's `*AutoscalerBackend<S>`).
+
+use std::future::Future;
 
 use crate::autoscaler::{AutoscalerBackend, ScalingDecision, ScalingMetrics};
-use crate::backend::internal::RegistryImpl;
-use crate::engine::registry::Registries;
+use crate::engine::registry::{Registries, RegistryImpl};
 use crate::error::Result;
-use crate::transport::Transport;
+use crate::transport::{Depth, Transport};
 
-/// Scales the groups of one registry (or of every registry of a client) by their queue depth.
-pub(crate) struct GroupsAutoscaler<R: RegistryImpl> {
-    registries: Registries<R>,
-    transport: R::Transport,
+/// Where the autoscaler reads a queue's depth.
+pub(crate) trait DepthSource: Send + Sync {
+    /// Ready and in-flight counts of `queue` (for a sequenced topic, its main queue name covers all
+    /// shards).
+    fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
 }
 
-impl<R: RegistryImpl> GroupsAutoscaler<R> {
-    pub fn new(registries: Registries<R>, transport: R::Transport) -> Self {
-        Self { registries, transport }
+/// Depth as the transport reports it.
+pub(crate) struct TransportDepth<T>(pub T);
+
+impl<T: Transport> DepthSource for TransportDepth<T> {
+    fn depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send {
+        self.0.depth(queue)
     }
 }
 
-impl<R: RegistryImpl> AutoscalerBackend for GroupsAutoscaler<R> {
+/// Scales the groups of one registry (or of every registry of a client) by their queue depth.
+pub(crate) struct GroupsAutoscaler<R, D> {
+    registries: Registries<R>,
+    depth: D,
+}
+
+impl<R, D> GroupsAutoscaler<R, D> {
+    pub fn new(registries: Registries<R>, depth: D) -> Self {
+        Self { registries, depth }
+    }
+}
+
+impl<R: RegistryImpl, D: DepthSource> AutoscalerBackend for GroupsAutoscaler<R, D> {
     type GroupId = String;
 
     async fn list_groups(&self) -> Result<Vec<String>> {
@@ -27,7 +46,7 @@ impl<R: RegistryImpl> AutoscalerBackend for GroupsAutoscaler<R> {
 
     async fn fetch_metrics(&self, group: &String) -> Result<ScalingMetrics> {
         let view = self.registries.view(group).await?;
-        let depth = self.transport.depth(&view.queue).await?;
+        let depth = self.depth.depth(&view.queue).await?;
         Ok(ScalingMetrics::new(
             depth.ready,
             depth.in_flight,

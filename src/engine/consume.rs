@@ -24,7 +24,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::router::{self, Decision, OutcomeKind, Verdict, reasons};
 use super::sequencer::{Admit, HeadResult, Sequencer};
-use super::settings::{ConsumerSettings, RunControl, RunStats};
+use super::settings::{ConsumerSettings, EngineSettings, RunControl, RunStats};
 use crate::codec::Codec;
 use crate::error::Result;
 use crate::handler::MessageHandler;
@@ -56,7 +56,7 @@ struct Shared<'a, T: Topic, H: MessageHandler<T>, S: Subscription> {
     handler: &'a H,
     ctx: &'a H::Context,
     sub: &'a S,
-    settings: &'a ConsumerSettings,
+    settings: &'a EngineSettings,
     stats: &'a RunStats,
     queue: Arc<str>,
     metrics: crate::metrics::TopicMetrics,
@@ -188,7 +188,7 @@ pub(crate) async fn run<T, H, Tr>(
     mode: Mode,
     handler: &H,
     ctx: &H::Context,
-    settings: &ConsumerSettings,
+    settings: &ConsumerSettings<Tr::Options>,
     ctl: &RunControl,
     stats: &RunStats,
 ) -> Result<()>
@@ -210,7 +210,7 @@ where
         handler,
         ctx,
         sub: &sub,
-        settings,
+        settings: &settings.engine,
         stats,
         metrics: crate::metrics::TopicMetrics::new(&queue),
         queue,
@@ -219,7 +219,7 @@ where
         _topic: std::marker::PhantomData,
     };
     let mut sequencer = match (mode, T::topology().sequencing()) {
-        (Mode::Live, Some(cfg)) => Some(Sequencer::new(cfg.on_failure(), settings.max_pending_per_key)),
+        (Mode::Live, Some(cfg)) => Some(Sequencer::new(cfg.on_failure(), settings.engine.max_pending_per_key)),
         _ => None,
     };
 
@@ -232,7 +232,7 @@ where
     let waiting = |w| Waiting::finish(w, &shared);
     let mut inflight = futures_for(&waiting);
 
-    let mut batch = Vec::with_capacity(settings.capacity);
+    let mut batch = Vec::with_capacity(settings.engine.capacity);
     let mut work: VecDeque<Job<Tok<Tr>>> = VecDeque::new();
     let mut failures = 0u32;
     let mut outcome = Ok(());
@@ -262,10 +262,11 @@ where
         // be on their way besides the handlers (the brokers are asked for twice the prefetch for this).
         let room = match mode {
             Mode::Live => settings
+                .engine
                 .capacity
                 .saturating_sub(shared.handlers.load(Ordering::Relaxed))
-                .min((2 * settings.capacity).saturating_sub(inflight.len())),
-            Mode::DeadLetters => settings.capacity.saturating_sub(inflight.len()),
+                .min((2 * settings.engine.capacity).saturating_sub(inflight.len())),
+            Mode::DeadLetters => settings.engine.capacity.saturating_sub(inflight.len()),
         };
         tokio::select! {
             biased;
@@ -299,7 +300,7 @@ where
                 Err(e) => {
                     failures += 1;
                     crate::metrics::backend_error(Tr::NAME, "receive");
-                    if !e.is_retryable() || settings.max_reconnect_attempts.is_some_and(|m| failures > m) {
+                    if !e.is_retryable() || settings.engine.max_reconnect_attempts.is_some_and(|m| failures > m) {
                         tracing::error!(queue = %shared.queue, error = %e, attempts = failures, "consumer giving up");
                         outcome = Err(e);
                         stopping = true;
@@ -330,6 +331,7 @@ where
             }
         }
         settings
+            .engine
             .processing
             .store(shared.handlers.load(Ordering::Relaxed) > 0, Ordering::Relaxed);
         if stopping && inflight.is_empty() {
@@ -344,7 +346,7 @@ where
     }
 
     drop(inflight);
-    settings.processing.store(false, Ordering::Relaxed);
+    settings.engine.processing.store(false, Ordering::Relaxed);
     sub.close().await;
     outcome
 }
@@ -376,14 +378,14 @@ fn backoff(attempt: u32) -> Duration {
 async fn subscribe_with_retry<Tr: Transport>(
     transport: &Tr,
     source: Source,
-    settings: &ConsumerSettings,
+    settings: &ConsumerSettings<Tr::Options>,
     ctl: &RunControl,
 ) -> Result<Tr::Subscription> {
     let mut attempt = 0u32;
     loop {
         match transport.subscribe(source, &settings.subscribe).await {
             Ok(s) => return Ok(s),
-            Err(e) if e.is_retryable() && settings.max_reconnect_attempts.is_none_or(|m| attempt < m) => {
+            Err(e) if e.is_retryable() && settings.engine.max_reconnect_attempts.is_none_or(|m| attempt < m) => {
                 attempt += 1;
                 tracing::warn!(queue = source.topology().queue(), error = %e, attempt, "subscribe failed; retrying");
                 tokio::select! {

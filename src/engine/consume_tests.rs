@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Mode, run};
-use crate::engine::settings::{ConsumerSettings, RunControl, RunStats};
+use crate::engine::settings::{ConsumerSettings, EngineSettings, RunControl, RunStats};
 use crate::error::Result;
 use crate::handler::MessageHandler;
 use crate::metadata::MessageMetadata;
@@ -115,6 +115,7 @@ impl Gated {
 impl Transport for Gated {
     const NAME: &'static str = "gated-test";
     type Subscription = Gated;
+    type Options = ();
 
     async fn declare(&self, _topology: &QueueTopology) -> Result<()> {
         Ok(())
@@ -124,7 +125,7 @@ impl Transport for Gated {
         (0, Ok(()))
     }
 
-    async fn subscribe(&self, _source: Source, _options: &SubscribeOptions) -> Result<Gated> {
+    async fn subscribe(&self, _source: Source, _options: &SubscribeOptions<()>) -> Result<Gated> {
         Ok(self.clone())
     }
 
@@ -252,13 +253,15 @@ impl Harness {
                 waits: handler_waits,
             };
             let settings = ConsumerSettings {
-                max_retries,
-                capacity: 1,
-                handler_timeout: None,
-                max_pending_per_key: None,
-                max_message_size: None,
-                max_reconnect_attempts: None,
-                processing: Arc::default(),
+                engine: EngineSettings {
+                    max_retries,
+                    capacity: 1,
+                    handler_timeout: None,
+                    max_pending_per_key: None,
+                    max_message_size: None,
+                    max_reconnect_attempts: None,
+                    processing: Arc::default(),
+                },
                 subscribe: SubscribeOptions {
                     prefetch: 1,
                     ..SubscribeOptions::default()

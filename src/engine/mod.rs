@@ -3,13 +3,8 @@
 
 pub(crate) mod autoscale;
 pub(crate) mod consume;
-// Only backend facades run consumers directly.
-#[cfg(any(
-    feature = "inmemory",
-    feature = "rabbitmq",
-    feature = "redis-streams",
-    feature = "nats"
-))]
+// Only the backend facades run consumers directly.
+#[cfg(any_backend)]
 pub(crate) mod direct;
 pub(crate) mod envelope;
 pub(crate) mod registry;

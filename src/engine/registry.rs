@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::consume::{self, Mode};
-use super::settings::{ConsumerSettings, RunControl, RunStats};
+use super::settings::{ConsumerSettings, EngineSettings, RunControl, RunStats};
 use crate::autoscaler::ScalingDecision;
-use crate::consumer::{DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_PER_KEY};
+use crate::defaults::DEFAULT_HANDLER_TIMEOUT;
 use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
+use crate::outcome::SupervisorOutcome;
 use crate::topic::Topic;
 use crate::transport::{Source, SubscribeOptions, Transport};
 
@@ -34,21 +35,10 @@ pub(crate) struct GroupSettings {
     pub max_reconnect_attempts: Option<u32>,
     /// When false, each consumer handles one message at a time whatever the prefetch.
     pub concurrent_processing: bool,
-    /// Backend-specific subscription settings (the prefetch is taken from `prefetch`).
-    pub subscribe: SubscribeOptions,
 }
 
 impl GroupSettings {
-    // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(
-        not(any(
-            feature = "inmemory",
-            feature = "rabbitmq",
-            feature = "redis-streams",
-            feature = "nats"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg(any_backend)]
     /// Settings for `range` consumers with the crate defaults.
     ///
     /// # Panics
@@ -70,31 +60,39 @@ impl GroupSettings {
             prefetch: 10,
             max_retries: 10,
             handler_timeout: None,
-            max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
-            max_pending_per_key: Some(DEFAULT_MAX_PENDING_PER_KEY),
+            max_message_size: Some(crate::defaults::DEFAULT_MAX_MESSAGE_SIZE),
+            max_pending_per_key: Some(crate::defaults::DEFAULT_MAX_PENDING_PER_KEY),
             max_reconnect_attempts: None,
             concurrent_processing: true,
-            subscribe: SubscribeOptions::default(),
         }
     }
 
-    fn consumer_settings(&self, default_timeout: Option<Duration>, processing: Arc<AtomicBool>) -> ConsumerSettings {
-        let mut subscribe = self.subscribe.clone();
-        subscribe.prefetch = self.prefetch.max(1);
-        subscribe.handler_timeout = self.handler_timeout.or(default_timeout);
-        ConsumerSettings {
-            subscribe,
-            max_retries: self.max_retries,
-            capacity: if self.concurrent_processing {
-                usize::from(self.prefetch.max(1))
-            } else {
-                1
-            },
+    /// A group consumer's settings; groups use the transport's default options.
+    fn consumer_settings<O: Default>(
+        &self,
+        default_timeout: Option<Duration>,
+        processing: Arc<AtomicBool>,
+    ) -> ConsumerSettings<O> {
+        let subscribe = SubscribeOptions {
+            prefetch: self.prefetch.max(1),
             handler_timeout: self.handler_timeout.or(default_timeout),
-            max_pending_per_key: self.max_pending_per_key,
-            max_message_size: self.max_message_size,
-            max_reconnect_attempts: self.max_reconnect_attempts,
-            processing,
+            backend: O::default(),
+        };
+        ConsumerSettings {
+            engine: EngineSettings {
+                max_retries: self.max_retries,
+                capacity: if self.concurrent_processing {
+                    usize::from(self.prefetch.max(1))
+                } else {
+                    1
+                },
+                handler_timeout: self.handler_timeout.or(default_timeout),
+                max_pending_per_key: self.max_pending_per_key,
+                max_message_size: self.max_message_size,
+                max_reconnect_attempts: self.max_reconnect_attempts,
+                processing,
+            },
+            subscribe,
         }
     }
 }
@@ -106,6 +104,29 @@ struct Slot {
     ctl: RunControl,
     busy: Arc<AtomicBool>,
     handle: JoinHandle<()>,
+}
+
+/// A backend's consumer-group registry: a named facade over the engine's group set.
+#[allow(private_interfaces)]
+pub trait RegistryImpl: Send + Sized + 'static {
+    /// The backend's group configuration type.
+    type GroupConfig;
+    /// The transport its groups consume from.
+    type Transport: Transport;
+    /// The transport for new groups.
+    fn transport(&self) -> Self::Transport;
+    /// The engine settings a group configuration stands for.
+    fn group_settings(config: &Self::GroupConfig) -> GroupSettings;
+    /// The handler timeout for groups whose config sets none.
+    fn default_handler_timeout(&self) -> Option<Duration>;
+    /// Sets [`RegistryImpl::default_handler_timeout`].
+    fn set_default_handler_timeout(&mut self, timeout: Duration);
+    /// The token of the broker connection; group tokens are its children.
+    fn broker_token(&self) -> CancellationToken;
+    /// The registry's groups.
+    fn engine(&mut self) -> &mut dyn GroupSet;
+    /// Where a registry created by `Broker::consumer_group` is made visible to `Broker::autoscaler`.
+    fn directory(&self) -> Arc<GroupDirectory<Self>>;
 }
 
 /// One consumer group: up to `max` consumers of one queue, each with its own handler from the factory.
@@ -224,16 +245,7 @@ impl Group {
         }
     }
 
-    // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(
-        not(any(
-            feature = "inmemory",
-            feature = "rabbitmq",
-            feature = "redis-streams",
-            feature = "nats"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg(any_backend)]
     /// Stops every consumer and waits for in-flight handlers to finish.
     pub async fn shutdown(&mut self) {
         self.drain(None).await;
@@ -367,6 +379,7 @@ impl<R> GroupDirectory<R> {
         entries.push(Arc::downgrade(registry));
     }
 
+    #[cfg(any_backend)]
     pub fn live(&self) -> Vec<Arc<tokio::sync::Mutex<R>>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.iter().filter_map(Weak::upgrade).collect()
@@ -376,16 +389,7 @@ impl<R> GroupDirectory<R> {
 /// Where an autoscaler finds its groups: one registry, or every registry of a client.
 pub(crate) enum Registries<R> {
     One(Arc<tokio::sync::Mutex<R>>),
-    // Used by every backend; unused only in a build with no backend compiled in.
-    #[cfg_attr(
-        not(any(
-            feature = "inmemory",
-            feature = "rabbitmq",
-            feature = "redis-streams",
-            feature = "nats"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg(any_backend)]
     Directory(Arc<GroupDirectory<R>>),
 }
 
@@ -393,6 +397,7 @@ impl<R> Clone for Registries<R> {
     fn clone(&self) -> Self {
         match self {
             Registries::One(r) => Registries::One(r.clone()),
+            #[cfg(any_backend)]
             Registries::Directory(d) => Registries::Directory(d.clone()),
         }
     }
@@ -405,10 +410,11 @@ pub(crate) struct GroupView {
     pub prefetch: u16,
 }
 
-impl<R: crate::backend::internal::RegistryImpl> Registries<R> {
+impl<R: RegistryImpl> Registries<R> {
     fn all(&self) -> Vec<Arc<tokio::sync::Mutex<R>>> {
         match self {
             Registries::One(r) => vec![r.clone()],
+            #[cfg(any_backend)]
             Registries::Directory(d) => d.live(),
         }
     }
@@ -469,19 +475,6 @@ fn unknown_group(name: &str) -> ShoveError {
     ShoveError::Topology(format!("no consumer group named '{name}' is registered"))
 }
 
-/// The error for a topic registered with the wrong method (`register` vs `register_fifo`).
-pub(crate) fn check_sequencing(fifo: bool, topology: &crate::topology::QueueTopology) -> Result<()> {
-    if fifo == topology.sequencing().is_some() {
-        return Ok(());
-    }
-    Err(ShoveError::Topology(format!(
-        "topic '{}' is {}sequenced; register it with {}",
-        topology.queue(),
-        if fifo { "not " } else { "" },
-        if fifo { "register" } else { "register_fifo" }
-    )))
-}
-
 /// Registers a (stopped) group of topic `T` in `registry`, the same way for every backend: the sequencing
 /// must match the method (`fifo`), the queue must not have a group yet, and the topic is declared on the
 /// broker before anything is registered (so errors surface here, at registration).
@@ -494,12 +487,12 @@ pub(crate) async fn add_group<R, T, H>(
     ctx: H::Context,
 ) -> Result<()>
 where
-    R: crate::backend::internal::RegistryImpl,
+    R: RegistryImpl,
     T: Topic,
     H: MessageHandler<T>,
 {
     let topology = T::topology();
-    check_sequencing(fifo, topology)?;
+    topology.check_sequencing(fifo)?;
     if registry.engine().get(topology.queue()).is_some() {
         return Err(ShoveError::Topology(format!(
             "a consumer group for queue '{}' is already registered; register each topic once per registry",
@@ -521,26 +514,28 @@ where
     registry.engine().insert(group)
 }
 
+#[cfg(any_backend)]
 /// Starts every group of `set` at its minimum size.
-#[cfg(any(
-    feature = "inmemory",
-    feature = "rabbitmq",
-    feature = "redis-streams",
-    feature = "nats"
-))]
 pub(crate) fn start_all(set: &mut dyn GroupSet) {
     for g in set.all_mut() {
         g.start();
     }
 }
 
+/// Starts every group of `set` at its minimum size and returns their counters, for
+/// [`outcome`].
+pub(crate) fn start_all_counted(set: &mut dyn GroupSet) -> Vec<Arc<RunStats>> {
+    set.all_mut()
+        .into_iter()
+        .map(|g| {
+            g.start();
+            g.stats()
+        })
+        .collect()
+}
+
+#[cfg(any_backend)]
 /// Stops every group of `set`, all at once, and waits for their in-flight handlers.
-#[cfg(any(
-    feature = "inmemory",
-    feature = "rabbitmq",
-    feature = "redis-streams",
-    feature = "nats"
-))]
 pub(crate) async fn shutdown_all(set: &mut dyn GroupSet) {
     let mut groups = set.all_mut();
     for g in groups.iter() {
@@ -548,5 +543,35 @@ pub(crate) async fn shutdown_all(set: &mut dyn GroupSet) {
     }
     for g in groups.iter_mut() {
         g.shutdown().await;
+    }
+}
+
+/// Stops every group of `set` taking messages, then gives each group what is left of `drain_timeout` to
+/// finish its in-flight handlers (contract rule 17). Returns whether the deadline was hit.
+pub(crate) async fn drain_all(set: &mut dyn GroupSet, drain_timeout: Duration) -> bool {
+    for g in set.all_mut() {
+        g.stop();
+    }
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    let mut timed_out = false;
+    for g in set.all_mut() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        timed_out |= g.drain(Some(left)).await;
+    }
+    timed_out
+}
+
+/// The outcome of groups that ran with `stats` (contract rule 18).
+pub(crate) fn outcome(stats: &[Arc<RunStats>], timed_out: bool) -> SupervisorOutcome {
+    let (errors, panics) = stats.iter().fold((0, 0), |(e, p), s| {
+        (
+            e + s.errors.load(Ordering::Relaxed),
+            p + s.panics.load(Ordering::Relaxed),
+        )
+    });
+    SupervisorOutcome {
+        errors,
+        panics,
+        timed_out,
     }
 }

@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::consumer::ConsumerOptions;
 use crate::transport::SubscribeOptions;
 
-/// What one consumer loop needs to know.
+/// How the engine runs one consumer's handlers, whatever its transport.
 #[derive(Clone)]
-pub(crate) struct ConsumerSettings {
+pub(crate) struct EngineSettings {
     pub max_retries: u32,
     /// Handlers running at once (prefetch, or 1 without concurrent processing).
     pub capacity: usize,
@@ -21,36 +19,14 @@ pub(crate) struct ConsumerSettings {
     pub max_message_size: Option<usize>,
     pub max_reconnect_attempts: Option<u32>,
     pub processing: Arc<AtomicBool>,
-    /// What the transport needs to know when subscribing.
-    pub subscribe: SubscribeOptions,
 }
 
-impl<B: Backend> From<&ConsumerOptions<B>> for ConsumerSettings {
-    fn from(o: &ConsumerOptions<B>) -> Self {
-        Self {
-            max_retries: o.max_retries,
-            capacity: if o.concurrent_processing {
-                usize::from(o.prefetch_count.max(1))
-            } else {
-                1
-            },
-            handler_timeout: o.handler_timeout,
-            max_pending_per_key: o.max_pending_per_key,
-            max_message_size: o.max_message_size,
-            max_reconnect_attempts: o.max_reconnect_attempts,
-            processing: o.processing.clone(),
-            subscribe: SubscribeOptions {
-                prefetch: o.prefetch_count.max(1),
-                handler_timeout: o.handler_timeout,
-                #[cfg(feature = "rabbitmq")]
-                hold_queue_timeout: o.hold_queue_timeout,
-                #[cfg(feature = "rabbitmq-transactional")]
-                exactly_once: o.exactly_once,
-                #[cfg(feature = "nats")]
-                max_ack_pending: o.max_ack_pending,
-            },
-        }
-    }
+/// What one consumer loop needs to know; `O` is the transport's own settings.
+#[derive(Clone)]
+pub(crate) struct ConsumerSettings<O> {
+    pub engine: EngineSettings,
+    /// What the transport needs to know when subscribing.
+    pub subscribe: SubscribeOptions<O>,
 }
 
 /// How a running consumer is told to stop.

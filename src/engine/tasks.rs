@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::settings::{RunControl, RunStats};
-use crate::consumer_supervisor::SupervisorOutcome;
 use crate::error::Result;
+use crate::outcome::SupervisorOutcome;
 
 /// How long aborted consumers get to hand their messages back before their tasks are cancelled outright.
 const ABORT_GRACE: Duration = Duration::from_secs(1);

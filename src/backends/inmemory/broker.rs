@@ -11,11 +11,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Queue, Stored};
-use super::registry::InMemoryConsumerGroupRegistry;
 use super::timer::Timer;
-use crate::engine::registry::GroupDirectory;
+use crate::backend::internal::ClientImpl;
 use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
+use crate::transport::Attachments;
 use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
 
 /// Default capacity of each in-process queue.
@@ -64,7 +64,8 @@ struct Inner {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
     next_subscription: AtomicU64,
-    directory: Arc<GroupDirectory<InMemoryConsumerGroupRegistry>>,
+    /// What the layers above keep per broker (the consumer groups `Broker::autoscaler` sees).
+    attachments: Attachments,
 }
 
 impl Drop for Inner {
@@ -103,7 +104,7 @@ impl InMemoryBroker {
                 queues: RwLock::new(HashMap::new()),
                 topics: RwLock::new(HashMap::new()),
                 next_subscription: AtomicU64::new(1),
-                directory: Arc::default(),
+                attachments: Attachments::default(),
             }),
         }
     }
@@ -117,10 +118,6 @@ impl InMemoryBroker {
     /// with the broker (it keeps nothing on disk).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
-    }
-
-    pub(super) fn directory(&self) -> Arc<GroupDirectory<InMemoryConsumerGroupRegistry>> {
-        self.inner.directory.clone()
     }
 
     /// Messages waiting out a retry or defer delay.
@@ -242,6 +239,7 @@ fn shard_of(key: &str, shards: usize) -> usize {
 impl Transport for InMemoryBroker {
     const NAME: &'static str = "inmemory";
     type Subscription = InMemorySubscription;
+    type Options = ();
 
     async fn declare(&self, topology: &QueueTopology) -> Result<()> {
         self.check_open()?;
@@ -277,7 +275,7 @@ impl Transport for InMemoryBroker {
         (accepted, Ok(()))
     }
 
-    async fn subscribe(&self, source: Source, _options: &SubscribeOptions) -> Result<InMemorySubscription> {
+    async fn subscribe(&self, source: Source, _options: &SubscribeOptions<()>) -> Result<InMemorySubscription> {
         self.check_open()?;
         let topic = self.topic(source.topology());
         let (queues, sharded) = match source {
@@ -479,6 +477,23 @@ impl Subscription for InMemorySubscription {
 impl Drop for InMemorySubscription {
     fn drop(&mut self) {
         self.release_shards();
+    }
+}
+
+impl ClientImpl for InMemoryBroker {
+    type Transport = InMemoryBroker;
+    const DEFAULT_GROUP_SIZE: (u16, u16) = (1, 1);
+
+    fn transport(&self) -> InMemoryBroker {
+        self.clone()
+    }
+
+    fn connection_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
     }
 }
 

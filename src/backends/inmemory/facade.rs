@@ -3,24 +3,19 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Mutex;
 
 use super::broker::InMemoryBroker;
 use super::registry::InMemoryConsumerGroupRegistry;
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
-use crate::consumer::ConsumerOptions;
-use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::consume::Mode;
-use crate::engine::direct;
 use crate::error::Result;
-use crate::handler::MessageHandler;
+use crate::facade::{BackendAutoscaler, BackendConsumer, QueueDepthProvider};
 use crate::markers::InMemory;
 use crate::publisher;
-use crate::topic::{SequencedTopic, Topic};
+use crate::topic::Topic;
 use crate::topology::{QueueTopology, shard_queue_name};
-use crate::transport::{Source, Transport};
+use crate::transport::Transport;
 
 /// Publishes to an [`InMemoryBroker`].
 #[derive(Clone)]
@@ -78,135 +73,9 @@ impl InMemoryPublisher {
     }
 }
 
-/// Consumes from an [`InMemoryBroker`] without a supervisor.
-#[derive(Clone)]
-pub struct InMemoryConsumer {
-    broker: InMemoryBroker,
-}
-
-impl InMemoryConsumer {
-    /// A consumer on `broker`.
-    pub fn new(broker: InMemoryBroker) -> Self {
-        Self { broker }
-    }
-
-    pub(super) fn broker(&self) -> &InMemoryBroker {
-        &self.broker
-    }
-
-    fn run_source<T, H>(
-        &self,
-        source: Source,
-        mode: Mode,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<InMemory>,
-    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        direct::run::<InMemory, T, H, _>(
-            self.broker.clone(),
-            self.broker.shutdown_token(),
-            source,
-            mode,
-            handler,
-            ctx,
-            &options,
-        )
-    }
-
-    /// Consumes topic `T` until the broker shuts down or the options' shutdown token is cancelled
-    /// (in-flight handlers finish first).
-    ///
-    /// # Errors
-    ///
-    /// When the broker is already shut down.
-    pub fn run<T, H>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<InMemory>,
-    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Main(T::topology()), Mode::Live, handler, ctx, options)
-    }
-
-    /// Consumes the sequenced topic `T` in per-key order.
-    ///
-    /// # Errors
-    ///
-    /// When the broker is already shut down.
-    pub fn run_fifo<T, H>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<InMemory>,
-    ) -> impl Future<Output = Result<()>> + Send + use<T, H>
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-    {
-        self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
-    }
-
-    /// Runs [`InMemoryConsumer::run_fifo`] until `signal`, then drains within `drain_timeout`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: dropping the future leaves the consumer running until the runtime stops.
-    pub async fn run_fifo_until_timeout<T, H, S>(
-        &self,
-        handler: H,
-        ctx: H::Context,
-        options: ConsumerOptions<InMemory>,
-        signal: S,
-        drain_timeout: Duration,
-    ) -> SupervisorOutcome
-    where
-        T: SequencedTopic,
-        H: MessageHandler<T>,
-        S: Future<Output = ()> + Send + 'static,
-    {
-        let source = Source::Shards(T::topology());
-        let connection = self.broker.shutdown_token().clone();
-        direct::run_until_timeout::<InMemory, T, H, _, S>(
-            self.broker.clone(),
-            &connection,
-            source,
-            handler,
-            ctx,
-            &options,
-            signal,
-            drain_timeout,
-        )
-        .await
-    }
-
-    /// Consumes `T`'s DLQ, calling [`MessageHandler::handle_dead`] for each message.
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Topology`](crate::ShoveError::Topology) when `T` has no DLQ.
-    pub fn run_dlq<T, H>(&self, handler: H, ctx: H::Context) -> impl Future<Output = Result<()>> + Send + use<T, H>
-    where
-        T: Topic,
-        H: MessageHandler<T>,
-    {
-        let options = ConsumerOptions::<InMemory>::new();
-        self.run_source::<T, H>(
-            Source::DeadLetters(T::topology()),
-            Mode::DeadLetters,
-            handler,
-            ctx,
-            options,
-        )
-    }
-}
+/// Consumes from the in-process broker without a supervisor. A message abandoned by a dropped `run`
+/// future is delivered again at once.
+pub type InMemoryConsumer = BackendConsumer<InMemory>;
 
 /// Declares topologies on an [`InMemoryBroker`].
 pub struct InMemoryTopologyDeclarer {
@@ -275,16 +144,18 @@ impl InMemoryQueueStatsProvider for BrokerStatsProvider {
     }
 }
 
-autoscaler_facade! {
-    /// Scales in-process consumer groups by their queue depth.
-    InMemoryAutoscalerBackend<S: InMemoryQueueStatsProvider = BrokerStatsProvider> {
-        registry: InMemoryConsumerGroupRegistry,
-        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
-        depth: |stats| (stats.messages_ready, stats.messages_in_flight),
+/// Scales in-process consumer groups by their queue depth, read from `S`.
+pub type InMemoryAutoscalerBackend<S = BrokerStatsProvider> = BackendAutoscaler<InMemory, S>;
+
+/// The backlog is the ready count, the messages in flight the delivered-and-unsettled count.
+impl<S: InMemoryQueueStatsProvider> QueueDepthProvider<InMemory> for S {
+    async fn queue_depth(&self, queue: &str) -> Result<(u64, u64)> {
+        let stats = self.get_queue_stats(queue).await?;
+        Ok((stats.messages_ready, stats.messages_in_flight))
     }
 }
 
-impl InMemoryAutoscalerBackend<BrokerStatsProvider> {
+impl BackendAutoscaler<InMemory, BrokerStatsProvider> {
     /// Scales the groups of `registry`, reading depth from `broker`.
     pub fn new(broker: InMemoryBroker, registry: Arc<Mutex<InMemoryConsumerGroupRegistry>>) -> Self {
         Self::with_stats_provider(BrokerStatsProvider::new(broker), registry)
@@ -305,6 +176,6 @@ impl InMemoryAutoscalerBackend<BrokerStatsProvider> {
 
     /// Scales every group created through `Broker::consumer_group` on `broker`.
     pub(super) fn for_broker(broker: &InMemoryBroker) -> Self {
-        Self::over_directory(BrokerStatsProvider::new(broker.clone()), broker.directory())
+        Self::over_client(BrokerStatsProvider::new(broker.clone()), broker)
     }
 }

@@ -16,9 +16,7 @@ pub use facade::{
 pub use registry::{InMemoryConsumerGroup, InMemoryConsumerGroupConfig, InMemoryConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{
-    AutoscalerBackendImpl, ConsumerImpl, PublisherImpl, QueueStatsProviderImpl, TopologyImpl,
-};
+use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::{Result, ShoveError};
 use crate::markers::InMemory;
@@ -87,21 +85,11 @@ impl PublisherImpl for InMemoryPublisher {
     }
 }
 
-impl ConsumerImpl for InMemoryConsumer {
-    type Transport = InMemoryBroker;
-
-    fn transport(&self) -> InMemoryBroker {
-        self.broker().clone()
-    }
-}
-
 impl TopologyImpl for InMemoryTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
     }
 }
-
-impl<S: InMemoryQueueStatsProvider> AutoscalerBackendImpl for InMemoryAutoscalerBackend<S> {}
 
 impl QueueStatsProviderImpl for BrokerStatsProvider {
     async fn queue_depth(&self, queue: &str) -> Result<Depth> {

@@ -3,24 +3,21 @@
 use tokio_util::sync::CancellationToken;
 
 use super::broker::InMemoryBroker;
-use crate::engine::registry::Group;
+use crate::facade::{BackendGroup, BackendGroupConfig, BackendGroupRegistry};
 use crate::handler::MessageHandler;
+use crate::markers::InMemory;
 use crate::topic::{SequencedTopic, Topic};
 
-group_config!(
-    /// Settings of an in-process consumer group. `Default` is `new(1..=1)`.
-    InMemoryConsumerGroupConfig,
-    default = 1..=1,
-    [with_prefetch_count, with_max_retries, with_handler_timeout, with_max_message_size, without_message_size_limit, with_max_pending_per_key, without_max_pending_per_key, prefetch_count, min_consumers, max_consumers, max_retries, handler_timeout, max_pending_per_key, max_message_size]
-);
+/// Settings of an in-process consumer group. `Default` is `new(1..=1)`.
+pub type InMemoryConsumerGroupConfig = BackendGroupConfig<InMemory>;
 
-group_facade!(
-    /// A group of in-process consumers of one queue.
-    InMemoryConsumerGroup,
-    InMemoryConsumerGroupConfig
-);
+/// A group of in-process consumers of one queue (or of the shards of a sequenced topic).
+pub type InMemoryConsumerGroup = BackendGroup<InMemory>;
 
-impl InMemoryConsumerGroup {
+/// Named in-process consumer groups on one broker.
+pub type InMemoryConsumerGroupRegistry = BackendGroupRegistry<InMemory>;
+
+impl BackendGroup<InMemory> {
     /// A stopped group of topic `T` named `queue`; call [`InMemoryConsumerGroup::start`].
     pub fn new<T, H>(
         queue: impl Into<String>,
@@ -34,20 +31,10 @@ impl InMemoryConsumerGroup {
         T: Topic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            broker,
-            false,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
+        Self::build::<T, H>(queue.into(), &broker, false, config, group_token, handler_factory, ctx)
     }
 
-    /// A stopped per-key ordered group of the sequenced topic `T`.
+    /// A stopped per-key ordered group of the sequenced topic `T`, consuming its shards.
     pub fn new_fifo<T, H>(
         queue: impl Into<String>,
         broker: InMemoryBroker,
@@ -60,28 +47,6 @@ impl InMemoryConsumerGroup {
         T: SequencedTopic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            broker,
-            true,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
-    }
-}
-
-group_registry! {
-    /// Named in-process consumer groups.
-    InMemoryConsumerGroupRegistry {
-        connection: InMemoryBroker,
-        group: InMemoryConsumerGroup,
-        config: InMemoryConsumerGroupConfig,
-        transport: InMemoryBroker = |b| b.clone(),
-        token: |b| b.shutdown_token().clone(),
-        directory: |b| b.directory(),
+        Self::build::<T, H>(queue.into(), &broker, true, config, group_token, handler_factory, ctx)
     }
 }

@@ -11,10 +11,12 @@ use async_nats::{ConnectErrorKind, ConnectOptions, RequestErrorKind, ServerAddr}
 use tokio_util::sync::CancellationToken;
 
 use super::config::{NatsConfig, redact_url};
-use super::registry::NatsConsumerGroupRegistry;
-use super::transport::NatsTransport;
-use crate::engine::registry::GroupDirectory;
+use super::transport::{NatsOptions, NatsTransport};
+use crate::backend::Backend;
+use crate::backend::internal::ClientImpl;
+use crate::consumer::ConsumerOptions;
 use crate::error::{Result, ShoveError};
+use crate::transport::Attachments;
 
 /// How long one attempt to reach a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +41,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Names of the streams and consumers this client has already created or checked.
     cache: Mutex<HashSet<String>>,
-    directory: Arc<GroupDirectory<NatsConsumerGroupRegistry>>,
+    /// What the layers above keep per client (the consumer groups `Broker::autoscaler` sees).
+    attachments: Attachments,
     /// The configured URL with credentials hidden, for messages.
     url: String,
 }
@@ -278,7 +281,7 @@ impl NatsClient {
                 jetstream,
                 shutdown: CancellationToken::new(),
                 cache: Mutex::default(),
-                directory: Arc::default(),
+                attachments: Attachments::default(),
                 url,
             }),
         })
@@ -362,13 +365,28 @@ impl NatsClient {
     pub(crate) fn cache(&self) -> &Mutex<HashSet<String>> {
         &self.inner.cache
     }
+}
 
-    pub(crate) fn transport(&self) -> NatsTransport {
+impl ClientImpl for NatsClient {
+    type Transport = NatsTransport;
+    const DEFAULT_GROUP_SIZE: (u16, u16) = (1, 4);
+
+    fn transport(&self) -> NatsTransport {
         NatsTransport::new(self.clone())
     }
 
-    pub(crate) fn directory(&self) -> Arc<GroupDirectory<NatsConsumerGroupRegistry>> {
-        self.inner.directory.clone()
+    fn connection_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
+    }
+
+    fn transport_options<B: Backend>(options: &ConsumerOptions<B>) -> NatsOptions {
+        NatsOptions {
+            max_ack_pending: options.max_ack_pending,
+        }
     }
 }
 

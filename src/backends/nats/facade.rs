@@ -11,17 +11,13 @@ use super::registry::NatsConsumerGroupRegistry;
 use super::transport;
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
+use crate::facade::{BackendAutoscaler, BackendConsumer, QueueDepthProvider};
 use crate::markers::Nats;
 use crate::topology::QueueTopology;
 
-consumer_facade!(
-    /// Consumes from JetStream without a supervisor: one client of the topic's durable pull consumer.
-    NatsConsumer,
-    NatsClient,
-    Nats,
-    what = "stream and durable consumer",
-    dropped = "which the server delivers again once their ack wait runs out"
-);
+/// Consumes from JetStream without a supervisor: one client of the topic's durable pull consumer. A
+/// message abandoned by a dropped `run` future is delivered again once its ack wait runs out.
+pub type NatsConsumer = BackendConsumer<Nats>;
 
 /// Creates a topology's JetStream streams and consumers.
 pub struct NatsTopologyDeclarer {
@@ -91,16 +87,18 @@ impl NatsQueueStatsProvider for JetStreamStatsProvider {
     }
 }
 
-autoscaler_facade! {
-    /// Scales NATS consumer groups by their JetStream consumers' depth.
-    NatsAutoscalerBackend<S: NatsQueueStatsProvider = JetStreamStatsProvider> {
-        registry: NatsConsumerGroupRegistry,
-        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
-        depth: |stats| (stats.messages_pending, stats.messages_ack_pending),
+/// Scales NATS consumer groups by their JetStream consumers' depth, read from `S`.
+pub type NatsAutoscalerBackend<S = JetStreamStatsProvider> = BackendAutoscaler<Nats, S>;
+
+/// The backlog is the consumer's pending count, the messages in flight its ack-pending count.
+impl<S: NatsQueueStatsProvider> QueueDepthProvider<Nats> for S {
+    async fn queue_depth(&self, queue: &str) -> Result<(u64, u64)> {
+        let stats = self.get_queue_stats(queue).await?;
+        Ok((stats.messages_pending, stats.messages_ack_pending))
     }
 }
 
-impl NatsAutoscalerBackend<JetStreamStatsProvider> {
+impl BackendAutoscaler<Nats, JetStreamStatsProvider> {
     /// Scales the groups of `registry`, reading depth through `client`.
     pub fn new(client: NatsClient, registry: Arc<Mutex<NatsConsumerGroupRegistry>>) -> Self {
         Self::with_stats_provider(JetStreamStatsProvider::new(client), registry)
@@ -121,6 +119,6 @@ impl NatsAutoscalerBackend<JetStreamStatsProvider> {
 
     /// Scales every group created through `Broker::consumer_group` on `client`.
     pub(crate) fn for_client(client: &NatsClient) -> Self {
-        Self::over_directory(JetStreamStatsProvider::new(client.clone()), client.directory())
+        Self::over_client(JetStreamStatsProvider::new(client.clone()), client)
     }
 }

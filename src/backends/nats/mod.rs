@@ -21,9 +21,7 @@ pub use publisher::NatsPublisher;
 pub use registry::{NatsConsumerGroup, NatsConsumerGroupConfig, NatsConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{
-    AutoscalerBackendImpl, ConsumerImpl, PublisherImpl, QueueStatsProviderImpl, TopologyImpl,
-};
+use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Nats;
@@ -89,21 +87,11 @@ impl PublisherImpl for NatsPublisher {
     }
 }
 
-impl ConsumerImpl for NatsConsumer {
-    type Transport = transport::NatsTransport;
-
-    fn transport(&self) -> transport::NatsTransport {
-        self.client().transport()
-    }
-}
-
 impl TopologyImpl for NatsTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
     }
 }
-
-impl<S: NatsQueueStatsProvider> AutoscalerBackendImpl for NatsAutoscalerBackend<S> {}
 
 impl QueueStatsProviderImpl for JetStreamStatsProvider {
     async fn queue_depth(&self, queue: &str) -> Result<Depth> {

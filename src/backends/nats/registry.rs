@@ -6,25 +6,21 @@
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
-use super::transport::NatsTransport;
-use crate::engine::registry::Group;
+use crate::facade::{BackendGroup, BackendGroupConfig, BackendGroupRegistry};
 use crate::handler::MessageHandler;
+use crate::markers::Nats;
 use crate::topic::{SequencedTopic, Topic};
 
-group_config!(
-    /// Settings of a NATS consumer group. `Default` is `new(1..=4)`.
-    NatsConsumerGroupConfig,
-    default = 1..=4,
-    [with_prefetch_count, with_max_retries, with_handler_timeout, with_concurrent_processing, prefetch_count, min_consumers, max_consumers, max_retries, handler_timeout, concurrent_processing, max_pending_per_key]
-);
+/// Settings of a NATS consumer group. `Default` is `new(1..=4)`.
+pub type NatsConsumerGroupConfig = BackendGroupConfig<Nats>;
 
-group_facade!(
-    /// A group of NATS consumers of one topic's stream (or of the shards of a sequenced topic).
-    NatsConsumerGroup,
-    NatsConsumerGroupConfig
-);
+/// A group of NATS consumers of one topic's stream (or of the shards of a sequenced topic).
+pub type NatsConsumerGroup = BackendGroup<Nats>;
 
-impl NatsConsumerGroup {
+/// Named NATS consumer groups on one client.
+pub type NatsConsumerGroupRegistry = BackendGroupRegistry<Nats>;
+
+impl BackendGroup<Nats> {
     /// A stopped group of topic `T` named `queue`; call [`NatsConsumerGroup::start`]. The topic's stream
     /// and consumer are created when the first consumer subscribes.
     pub fn new<T, H>(
@@ -39,17 +35,7 @@ impl NatsConsumerGroup {
         T: Topic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            client.transport(),
-            false,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
+        Self::build::<T, H>(queue.into(), &client, false, config, group_token, handler_factory, ctx)
     }
 
     /// A stopped per-key ordered group of the sequenced topic `T`, consuming its shards. One consumer at a
@@ -66,29 +52,7 @@ impl NatsConsumerGroup {
         T: SequencedTopic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            client.transport(),
-            true,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
-    }
-}
-
-group_registry! {
-    /// Named NATS consumer groups on one client.
-    NatsConsumerGroupRegistry {
-        connection: NatsClient,
-        group: NatsConsumerGroup,
-        config: NatsConsumerGroupConfig,
-        transport: NatsTransport = |c| c.transport(),
-        token: |c| c.shutdown_token(),
-        directory: |c| c.directory(),
+        Self::build::<T, H>(queue.into(), &client, true, config, group_token, handler_factory, ctx)
     }
 }
 

@@ -510,9 +510,17 @@ impl NatsTransport {
     }
 }
 
+/// NATS's own consumer settings, from `ConsumerOptions<Nats>`.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// The JetStream consumer's `max_ack_pending` (`None`: the server's default).
+    pub max_ack_pending: Option<i64>,
+}
+
 impl Transport for NatsTransport {
     const NAME: &'static str = "nats";
     type Subscription = NatsSubscription;
+    type Options = NatsOptions;
 
     async fn declare(&self, topology: &QueueTopology) -> Result<()> {
         declare(&self.client, topology).await
@@ -522,7 +530,7 @@ impl Transport for NatsTransport {
         publish_envelopes(&self.client, topology, messages).await
     }
 
-    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<NatsSubscription> {
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions<NatsOptions>) -> Result<NatsSubscription> {
         NatsSubscription::open(self.client.clone(), source, options).await
     }
 
@@ -593,7 +601,7 @@ impl Ownership {
 }
 
 impl NatsSubscription {
-    async fn open(client: NatsClient, source: Source, options: &SubscribeOptions) -> Result<Self> {
+    async fn open(client: NatsClient, source: Source, options: &SubscribeOptions<NatsOptions>) -> Result<Self> {
         let topology = source.topology();
         declare(&client, topology).await?;
         let (queue, role) = match source {
@@ -609,7 +617,7 @@ impl NatsSubscription {
                 }
             },
         };
-        let consumer = open_consumer(&client, &queue, role, options.max_ack_pending).await?;
+        let consumer = open_consumer(&client, &queue, role, options.backend.max_ack_pending).await?;
         let prefetch = usize::from(options.prefetch.max(1));
         let stop = client.shutdown_token().child_token();
         let handling = Handling::default();

@@ -8,12 +8,14 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{ManagementConfig, RabbitMqConfig, redact_uri};
-use super::registry::ConsumerGroupRegistry;
 use super::topology;
-use super::transport::RabbitTransport;
-use crate::engine::registry::GroupDirectory;
+use super::transport::{RabbitOptions, RabbitTransport};
+use crate::backend::Backend;
+use crate::backend::internal::ClientImpl;
+use crate::consumer::ConsumerOptions;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::Attachments;
 use crate::transport::Depth;
 
 /// How long one dial may take.
@@ -32,7 +34,8 @@ struct Inner {
     config: RabbitMqConfig,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     shutdown: CancellationToken,
-    directory: Arc<GroupDirectory<ConsumerGroupRegistry>>,
+    /// What the layers above keep per client (the consumer groups `Broker::autoscaler` sees).
+    attachments: Attachments,
     /// Shard counts of the sequenced topics declared through this client, by main queue name, so depth
     /// queries on a main queue can sum its shards.
     shards: std::sync::Mutex<std::collections::HashMap<String, u16>>,
@@ -81,7 +84,7 @@ impl RabbitMqClient {
                 config: config.clone(),
                 connection: tokio::sync::Mutex::new(Some(Arc::new(connection))),
                 shutdown: CancellationToken::new(),
-                directory: Arc::default(),
+                attachments: Attachments::default(),
                 shards: std::sync::Mutex::default(),
             }),
         })
@@ -254,14 +257,6 @@ impl RabbitMqClient {
         }
     }
 
-    pub(crate) fn transport(&self) -> RabbitTransport {
-        RabbitTransport::new(self.clone())
-    }
-
-    pub(crate) fn directory(&self) -> Arc<GroupDirectory<ConsumerGroupRegistry>> {
-        self.inner.directory.clone()
-    }
-
     /// Declares `topology` on short-lived channels, opening another when RabbitMQ refuses a hold queue as
     /// a quorum queue (the refusal closes the channel), so that the hold queue can be kept as the classic
     /// queue it is.
@@ -323,5 +318,30 @@ impl RabbitMqClient {
         }
         let _ = channel.close(200, "counted".into()).await;
         Ok(total)
+    }
+}
+
+impl ClientImpl for RabbitMqClient {
+    type Transport = RabbitTransport;
+    const DEFAULT_GROUP_SIZE: (u16, u16) = (1, 4);
+
+    fn transport(&self) -> RabbitTransport {
+        RabbitTransport::new(self.clone())
+    }
+
+    fn connection_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
+    }
+
+    fn transport_options<B: Backend>(options: &ConsumerOptions<B>) -> RabbitOptions {
+        RabbitOptions {
+            hold_queue_timeout: options.hold_queue_timeout,
+            #[cfg(feature = "rabbitmq-transactional")]
+            exactly_once: options.exactly_once,
+        }
     }
 }

@@ -14,17 +14,13 @@ use super::registry::ConsumerGroupRegistry;
 use super::topology;
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
+use crate::facade::{BackendAutoscaler, BackendConsumer, QueueDepthProvider};
 use crate::markers::RabbitMq;
 use crate::topology::QueueTopology;
 
-consumer_facade!(
-    /// Consumes from RabbitMQ without a supervisor.
-    RabbitMqConsumer,
-    RabbitMqClient,
-    RabbitMq,
-    what = "queues",
-    dropped = "which the broker redelivers"
-);
+/// Consumes from RabbitMQ without a supervisor. A message abandoned by a dropped `run` future is
+/// delivered again by the broker.
+pub type RabbitMqConsumer = BackendConsumer<RabbitMq>;
 
 /// Declares topologies on one AMQP channel.
 pub struct RabbitMqTopologyDeclarer {
@@ -121,16 +117,18 @@ impl QueueStatsProvider for RabbitMqStatsBridge {
     }
 }
 
-autoscaler_facade! {
-    /// Scales RabbitMQ consumer groups by their queue depth.
-    RabbitMqAutoscalerBackend<S: QueueStatsProvider = ManagementClient> {
-        registry: ConsumerGroupRegistry,
-        with_stats_provider: "Scales the groups of `registry`, reading queue statistics from `stats_provider`.",
-        depth: |stats| (stats.messages_ready, stats.messages_unacknowledged),
+/// Scales RabbitMQ consumer groups by their queue depth, read from `S`.
+pub type RabbitMqAutoscalerBackend<S = ManagementClient> = BackendAutoscaler<RabbitMq, S>;
+
+/// The backlog is the ready count, the messages in flight the unacknowledged count.
+impl<S: QueueStatsProvider> QueueDepthProvider<RabbitMq> for S {
+    async fn queue_depth(&self, queue: &str) -> Result<(u64, u64)> {
+        let stats = self.get_queue_stats(queue).await?;
+        Ok((stats.messages_ready, stats.messages_unacknowledged))
     }
 }
 
-impl RabbitMqAutoscalerBackend<ManagementClient> {
+impl BackendAutoscaler<RabbitMq, ManagementClient> {
     /// Scales the groups of `registry`, reading queue statistics from the management API.
     ///
     /// # Errors
@@ -163,9 +161,9 @@ impl RabbitMqAutoscalerBackend<ManagementClient> {
     }
 }
 
-impl RabbitMqAutoscalerBackend<RabbitMqStatsBridge> {
+impl BackendAutoscaler<RabbitMq, RabbitMqStatsBridge> {
     /// Scales every group created through `Broker::consumer_group` on `client`, reading depth over AMQP.
     pub(crate) fn for_client(client: &RabbitMqClient) -> Self {
-        Self::over_directory(RabbitMqStatsBridge::new(client.clone()), client.directory())
+        Self::over_client(RabbitMqStatsBridge::new(client.clone()), client)
     }
 }

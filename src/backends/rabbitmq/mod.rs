@@ -24,9 +24,7 @@ pub use publisher::RabbitMqPublisher;
 pub use registry::{ConsumerGroupRegistry, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{
-    AutoscalerBackendImpl, ConsumerImpl, PublisherImpl, QueueStatsProviderImpl, TopologyImpl,
-};
+use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::RabbitMq;
@@ -92,21 +90,11 @@ impl PublisherImpl for RabbitMqPublisher {
     }
 }
 
-impl ConsumerImpl for RabbitMqConsumer {
-    type Transport = transport::RabbitTransport;
-
-    fn transport(&self) -> transport::RabbitTransport {
-        self.client().transport()
-    }
-}
-
 impl TopologyImpl for LazyRabbitMqTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
     }
 }
-
-impl<S: QueueStatsProvider> AutoscalerBackendImpl for RabbitMqAutoscalerBackend<S> {}
 
 impl QueueStatsProviderImpl for RabbitMqStatsBridge {
     async fn queue_depth(&self, queue: &str) -> Result<Depth> {

@@ -5,26 +5,23 @@
 use tokio_util::sync::CancellationToken;
 
 use super::client::RabbitMqClient;
-use super::transport::RabbitTransport;
-use crate::engine::registry::{self, Group};
+use crate::backend::internal::RegistryImpl;
 use crate::error::Result;
+use crate::facade::{BackendGroup, BackendGroupConfig, BackendGroupRegistry};
 use crate::handler::MessageHandler;
+use crate::markers::RabbitMq;
 use crate::topic::{SequencedTopic, Topic};
 
-group_config!(
-    /// Settings of a RabbitMQ consumer group. `Default` is `new(1..=4)`.
-    RabbitMqConsumerGroupConfig,
-    default = 1..=4,
-    [with_prefetch_count, with_max_retries, with_handler_timeout, prefetch_count, min_consumers, max_consumers, max_retries, handler_timeout, with_concurrent_processing, concurrent_processing]
-);
+/// Settings of a RabbitMQ consumer group. `Default` is `new(1..=4)`.
+pub type RabbitMqConsumerGroupConfig = BackendGroupConfig<RabbitMq>;
 
-group_facade!(
-    /// A group of RabbitMQ consumers of one queue (or of the shard queues of a sequenced topic).
-    RabbitMqConsumerGroup,
-    RabbitMqConsumerGroupConfig
-);
+/// A group of RabbitMQ consumers of one queue (or of the shard queues of a sequenced topic).
+pub type RabbitMqConsumerGroup = BackendGroup<RabbitMq>;
 
-impl RabbitMqConsumerGroup {
+/// Named RabbitMQ consumer groups on one client.
+pub type ConsumerGroupRegistry = BackendGroupRegistry<RabbitMq>;
+
+impl BackendGroup<RabbitMq> {
     /// Declares topic `T`'s exchanges and queues, then builds a stopped group of `T` named `queue`; call
     /// [`RabbitMqConsumerGroup::start`]. `name` labels the group in logs.
     ///
@@ -53,20 +50,18 @@ impl RabbitMqConsumerGroup {
         let name = name.into();
         let queue = queue.into();
         let topology = T::topology();
-        registry::check_sequencing(false, topology)?;
+        topology.check_sequencing(false)?;
         client.declare(topology).await?;
         tracing::debug!(group = %name, queue = %queue, "rabbitmq consumer group created");
-        let group = Group::new::<T, H, _>(
+        Ok(Self::build::<T, H>(
             queue,
-            client.transport(),
+            &client,
             false,
-            config.settings.clone(),
-            None,
+            config,
             group_token,
             handler_factory,
             ctx,
-        );
-        Ok(Self { group, config })
+        ))
     }
 
     /// Declares the sequenced topic `T`'s exchanges and shard queues, then builds a stopped per-key
@@ -93,38 +88,24 @@ impl RabbitMqConsumerGroup {
         H: MessageHandler<T> + 'static,
     {
         let topology = T::topology();
-        registry::check_sequencing(true, topology)?;
+        topology.check_sequencing(true)?;
         client.declare(topology).await?;
-        let group = Group::new::<T, H, _>(
+        Ok(Self::build::<T, H>(
             queue.into(),
-            client.transport(),
+            &client,
             true,
-            config.settings.clone(),
-            None,
+            config,
             group_token,
             handler_factory,
             ctx,
-        );
-        Ok(Self { group, config })
+        ))
     }
 }
 
-group_registry! {
-    /// Named RabbitMQ consumer groups on one client.
-    ConsumerGroupRegistry {
-        connection: RabbitMqClient,
-        group: RabbitMqConsumerGroup,
-        config: RabbitMqConsumerGroupConfig,
-        transport: RabbitTransport = |c| c.transport(),
-        token: |c| c.shutdown_token(),
-        directory: |c| c.directory(),
-    }
-}
-
-impl ConsumerGroupRegistry {
+impl BackendGroupRegistry<RabbitMq> {
     /// The client's shutdown token: cancelled when the connection is shut down, which stops every group.
     pub fn client_shutdown_token(&self) -> CancellationToken {
-        self.conn.shutdown_token()
+        RegistryImpl::broker_token(self)
     }
 }
 

@@ -104,9 +104,22 @@ pub(crate) async fn publish_confirmed(
     Ok(())
 }
 
+/// RabbitMQ's own consumer settings, from `ConsumerOptions<RabbitMq>`.
+#[derive(Debug, Clone, Default)]
+pub struct RabbitOptions {
+    /// How long to wait for the broker to confirm the copy that carries a retry, defer or dead-letter
+    /// before giving up on it (the original is then handed back). `None`: [`DEFAULT_CONFIRM_TIMEOUT`].
+    pub hold_queue_timeout: Option<Duration>,
+    /// Settle through AMQP transactions: the copy and the acknowledgement of the original commit
+    /// together or not at all.
+    #[cfg(feature = "rabbitmq-transactional")]
+    pub exactly_once: bool,
+}
+
 impl Transport for RabbitTransport {
     const NAME: &'static str = "rabbitmq";
     type Subscription = RabbitSubscription;
+    type Options = RabbitOptions;
 
     async fn declare(&self, topology: &QueueTopology) -> Result<()> {
         self.client.declare(topology).await
@@ -129,7 +142,7 @@ impl Transport for RabbitTransport {
         (accepted, Ok(()))
     }
 
-    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<RabbitSubscription> {
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions<RabbitOptions>) -> Result<RabbitSubscription> {
         let topology = source.topology();
         self.client.declare(topology).await?;
         let queues: Vec<String> = match source {
@@ -166,9 +179,9 @@ impl Transport for RabbitTransport {
             queues,
             holds,
             prefetch: options.prefetch.max(1),
-            confirm_timeout: options.hold_queue_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+            confirm_timeout: options.backend.hold_queue_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
             #[cfg(feature = "rabbitmq-transactional")]
-            exactly_once: options.exactly_once,
+            exactly_once: options.backend.exactly_once,
             live: tokio::sync::Mutex::new(None),
             delay_queues: std::sync::Mutex::new(HashSet::new()),
         };

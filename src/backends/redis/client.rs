@@ -9,11 +9,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{RedisConfig, RedisMode};
-use super::registry::RedisConsumerGroupRegistry;
 use super::transport::{RedisTransport, group_stats, shard_stream_name};
-use crate::engine::registry::GroupDirectory;
+use crate::backend::internal::ClientImpl;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::Attachments;
 use crate::transport::Depth;
 
 /// A connection to Redis (or Valkey) shared by publishers, consumers and declarers. Cheap to clone.
@@ -29,7 +29,8 @@ struct Inner {
     commands: ConnectionManager,
     group: String,
     shutdown: CancellationToken,
-    directory: Arc<GroupDirectory<RedisConsumerGroupRegistry>>,
+    /// What the layers above keep per client (the consumer groups `Broker::autoscaler` sees).
+    attachments: Attachments,
     /// Shard counts of the sequenced topics declared through this client, by main queue name.
     shards: Mutex<HashMap<String, u16>>,
 }
@@ -84,7 +85,7 @@ impl RedisClient {
                 commands,
                 group: config.resolved_group().to_string(),
                 shutdown: CancellationToken::new(),
-                directory: Arc::default(),
+                attachments: Attachments::default(),
                 shards: Mutex::default(),
             }),
         })
@@ -122,14 +123,6 @@ impl RedisClient {
 
     pub(crate) fn shutdown(&self) {
         self.inner.shutdown.cancel();
-    }
-
-    pub(crate) fn transport(&self) -> RedisTransport {
-        RedisTransport::new(self.clone())
-    }
-
-    pub(crate) fn directory(&self) -> Arc<GroupDirectory<RedisConsumerGroupRegistry>> {
-        self.inner.directory.clone()
     }
 
     /// The streams holding `queue`'s messages: its shard streams for a sequenced topic declared through
@@ -203,5 +196,22 @@ impl RedisClient {
                 "Redis did not answer within {timeout:?}"
             ))),
         }
+    }
+}
+
+impl ClientImpl for RedisClient {
+    type Transport = RedisTransport;
+    const DEFAULT_GROUP_SIZE: (u16, u16) = (1, 4);
+
+    fn transport(&self) -> RedisTransport {
+        RedisTransport::new(self.clone())
+    }
+
+    fn connection_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
     }
 }

@@ -11,17 +11,13 @@ use super::registry::RedisConsumerGroupRegistry;
 use super::transport;
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
+use crate::facade::{BackendAutoscaler, BackendConsumer, QueueDepthProvider};
 use crate::markers::Redis;
 use crate::topology::QueueTopology;
 
-consumer_facade!(
-    /// Consumes from Redis Streams without a supervisor.
-    RedisConsumer,
-    RedisClient,
-    Redis,
-    what = "stream and consumer group",
-    dropped = "which stay pending and are claimed again later"
-);
+/// Consumes from Redis Streams without a supervisor. A message abandoned by a dropped `run` future
+/// stays pending and is claimed again later.
+pub type RedisConsumer = BackendConsumer<Redis>;
 
 /// Creates a topology's streams and consumer groups.
 pub struct RedisTopologyDeclarer {
@@ -99,16 +95,18 @@ impl RedisQueueStatsProvider for XlenStatsProvider {
     }
 }
 
-autoscaler_facade! {
-    /// Scales Redis consumer groups by their streams' depth.
-    RedisAutoscalerBackend<S: RedisQueueStatsProvider = XlenStatsProvider> {
-        registry: RedisConsumerGroupRegistry,
-        with_stats_provider: "Scales the groups of `registry`, reading depth from `stats_provider`.",
-        depth: |stats| (stats.messages_ready, stats.messages_in_flight),
+/// Scales Redis consumer groups by their streams' depth, read from `S`.
+pub type RedisAutoscalerBackend<S = XlenStatsProvider> = BackendAutoscaler<Redis, S>;
+
+/// The backlog is the ready count, the messages in flight the pending (delivered, unacknowledged) count.
+impl<S: RedisQueueStatsProvider> QueueDepthProvider<Redis> for S {
+    async fn queue_depth(&self, queue: &str) -> Result<(u64, u64)> {
+        let stats = self.get_queue_stats(queue).await?;
+        Ok((stats.messages_ready, stats.messages_in_flight))
     }
 }
 
-impl RedisAutoscalerBackend<XlenStatsProvider> {
+impl BackendAutoscaler<Redis, XlenStatsProvider> {
     /// Scales the groups of `registry`, reading depth through `client`.
     pub fn new(client: RedisClient, registry: Arc<Mutex<RedisConsumerGroupRegistry>>) -> Self {
         Self::with_stats_provider(XlenStatsProvider::new(client), registry)
@@ -129,6 +127,6 @@ impl RedisAutoscalerBackend<XlenStatsProvider> {
 
     /// Scales every group created through `Broker::consumer_group` on `client`.
     pub(crate) fn for_client(client: &RedisClient) -> Self {
-        Self::over_directory(XlenStatsProvider::new(client.clone()), client.directory())
+        Self::over_client(XlenStatsProvider::new(client.clone()), client)
     }
 }

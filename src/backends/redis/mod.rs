@@ -21,9 +21,7 @@ pub use registry::{RedisConsumerGroup, RedisConsumerGroupConfig, RedisConsumerGr
 pub use transport::spawn_reaper;
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{
-    AutoscalerBackendImpl, ConsumerImpl, PublisherImpl, QueueStatsProviderImpl, TopologyImpl,
-};
+use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Redis;
@@ -89,21 +87,11 @@ impl PublisherImpl for RedisPublisher {
     }
 }
 
-impl ConsumerImpl for RedisConsumer {
-    type Transport = transport::RedisTransport;
-
-    fn transport(&self) -> transport::RedisTransport {
-        self.client().transport()
-    }
-}
-
 impl TopologyImpl for RedisTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
     }
 }
-
-impl<S: RedisQueueStatsProvider> AutoscalerBackendImpl for RedisAutoscalerBackend<S> {}
 
 impl QueueStatsProviderImpl for XlenStatsProvider {
     async fn queue_depth(&self, queue: &str) -> Result<Depth> {

@@ -3,34 +3,25 @@
 //! declares a topic's streams and consumer groups when a group is registered, so a server-side problem
 //! surfaces at registration; a group built on its own declares lazily, when its consumers subscribe.
 
-use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::client::RedisClient;
-use super::transport::RedisTransport;
-use crate::consumer_supervisor::SupervisorOutcome;
-use crate::engine::registry::Group;
+use crate::backend::internal::RegistryImpl;
+use crate::facade::{BackendGroup, BackendGroupConfig, BackendGroupRegistry};
 use crate::handler::MessageHandler;
+use crate::markers::Redis;
 use crate::topic::{SequencedTopic, Topic};
 
-group_config!(
-    /// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
-    RedisConsumerGroupConfig,
-    default = 1..=4,
-    [with_prefetch_count, with_max_retries, with_concurrent_processing, with_handler_timeout, with_max_pending_per_key, with_max_message_size, prefetch_count, max_retries, min_consumers, max_consumers, concurrent_processing, handler_timeout, max_pending_per_key, max_message_size]
-);
+/// Settings of a Redis consumer group. `Default` is `new(1..=4)`.
+pub type RedisConsumerGroupConfig = BackendGroupConfig<Redis>;
 
-group_facade!(
-    /// A group of Redis consumers of one topic's stream (or of the shard streams of a sequenced topic).
-    RedisConsumerGroup,
-    RedisConsumerGroupConfig
-);
+/// A group of Redis consumers of one topic's stream (or of the shard streams of a sequenced topic).
+pub type RedisConsumerGroup = BackendGroup<Redis>;
 
-impl RedisConsumerGroup {
+/// Named Redis consumer groups on one client.
+pub type RedisConsumerGroupRegistry = BackendGroupRegistry<Redis>;
+
+impl BackendGroup<Redis> {
     /// A stopped group of topic `T` named `queue`; call [`RedisConsumerGroup::start`]. The topic's
     /// stream and consumer group are created when the first consumer subscribes.
     pub fn new<T, H>(
@@ -45,17 +36,7 @@ impl RedisConsumerGroup {
         T: Topic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            client.transport(),
-            false,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
+        Self::build::<T, H>(queue.into(), &client, false, config, group_token, handler_factory, ctx)
     }
 
     /// A stopped per-key ordered group of the sequenced topic `T`, consuming its shard streams.
@@ -71,86 +52,14 @@ impl RedisConsumerGroup {
         T: SequencedTopic + 'static,
         H: MessageHandler<T> + 'static,
     {
-        let group = Group::new::<T, H, _>(
-            queue.into(),
-            client.transport(),
-            true,
-            config.settings.clone(),
-            None,
-            group_token,
-            handler_factory,
-            ctx,
-        );
-        Self { group, config }
+        Self::build::<T, H>(queue.into(), &client, true, config, group_token, handler_factory, ctx)
     }
 }
 
-group_registry! {
-    /// Named Redis consumer groups on one client.
-    RedisConsumerGroupRegistry {
-        connection: RedisClient,
-        group: RedisConsumerGroup,
-        config: RedisConsumerGroupConfig,
-        transport: RedisTransport = |c| c.transport(),
-        token: |c| c.shutdown_token(),
-        directory: |c| c.directory(),
-    }
-}
-
-impl RedisConsumerGroupRegistry {
+impl BackendGroupRegistry<Redis> {
     /// The client's shutdown token: cancelled when the client is closed, which stops every group.
     pub fn broker_shutdown_token(&self) -> CancellationToken {
-        self.conn.shutdown_token()
-    }
-    /// Starts every group at its minimum size, waits for `signal` (or for the client to be closed), then
-    /// stops every group and lets in-flight handlers finish within `drain_timeout` in all. Handlers still
-    /// running at the deadline are abandoned; their entries stay pending and are delivered again.
-    ///
-    /// The outcome counts consumers that ended with an error and handler calls that panicked, and says
-    /// whether the deadline was hit (see [`SupervisorOutcome::exit_code`]).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: dropping the future leaves consumers running until the runtime stops.
-    pub async fn run_until_timeout<S>(mut self, signal: S, drain_timeout: Duration) -> SupervisorOutcome
-    where
-        S: Future<Output = ()> + Send + 'static,
-    {
-        let stats: Vec<_> = self
-            .groups
-            .values_mut()
-            .map(|g| {
-                g.start();
-                g.group.stats()
-            })
-            .collect();
-        let broker = self.conn.shutdown_token();
-        tokio::select! {
-            _ = signal => {}
-            _ = broker.cancelled() => {}
-        }
-
-        // Every consumer stops taking messages first; then each group gets what is left of the deadline.
-        for g in self.groups.values() {
-            g.group.stop();
-        }
-        let deadline = Instant::now() + drain_timeout;
-        let mut timed_out = false;
-        for g in self.groups.values_mut() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            timed_out |= g.group.drain(Some(left)).await;
-        }
-        let (errors, panics) = stats.iter().fold((0, 0), |(e, p), s| {
-            (
-                e + s.errors.load(Ordering::Relaxed),
-                p + s.panics.load(Ordering::Relaxed),
-            )
-        });
-        SupervisorOutcome {
-            errors,
-            panics,
-            timed_out,
-        }
+        RegistryImpl::broker_token(self)
     }
 }
 

@@ -298,6 +298,7 @@ pub(crate) fn stream_for(topology: &QueueTopology, env: &Envelope) -> String {
 impl Transport for RedisTransport {
     const NAME: &'static str = "redis";
     type Subscription = RedisSubscription;
+    type Options = ();
 
     async fn declare(&self, topology: &QueueTopology) -> Result<()> {
         self.client.declare(topology).await
@@ -318,7 +319,7 @@ impl Transport for RedisTransport {
         }
     }
 
-    async fn subscribe(&self, source: Source, options: &SubscribeOptions) -> Result<RedisSubscription> {
+    async fn subscribe(&self, source: Source, options: &SubscribeOptions<()>) -> Result<RedisSubscription> {
         RedisSubscription::open(self.client.clone(), source, options).await
     }
 
@@ -493,7 +494,7 @@ pub struct RedisSubscription {
 }
 
 impl RedisSubscription {
-    async fn open(client: RedisClient, source: Source, options: &SubscribeOptions) -> Result<Self> {
+    async fn open(client: RedisClient, source: Source, options: &SubscribeOptions<()>) -> Result<Self> {
         let topology = source.topology();
         client.declare(topology).await?;
         let plan = |name: String, holds: Vec<String>| StreamPlan {
