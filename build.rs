@@ -1,22 +1,43 @@
 //! Names the backend feature sets once, as cfg aliases, so that core files never list backend features:
 //!
+//! - `any_backend`: some backend is compiled in (a broker's, or the in-process one);
 //! - `broker_backend`: some backend that talks to a broker over the network is compiled in;
-//! - `any_backend`: some backend is compiled in (a broker's, or the in-process one).
+//! - one alias per piece of the transport toolkit that only some backends use (`client_sharding`:
+//!   the client picks a sequenced message's shard; `due_time_holds`: delayed copies carry their due
+//!   time and a mover brings them back).
 //!
-//! A new backend adds its feature to the list below, and nowhere else in the core.
+//! A new backend adds one row to [`BACKENDS`], and nothing in the core.
 
-/// Features of the backends that talk to a broker (Cargo's `CARGO_FEATURE_*` spelling).
-const BROKER_BACKENDS: [&str; 3] = ["RABBITMQ", "REDIS_STREAMS", "NATS"];
+/// Each backend: its Cargo feature (as `CARGO_FEATURE_*` spells it), whether it talks to a broker, and
+/// the toolkit pieces it uses.
+const BACKENDS: &[(&str, bool, &[&str])] = &[
+    ("INMEMORY", false, &["client_sharding"]),
+    ("RABBITMQ", true, &[]),
+    ("REDIS_STREAMS", true, &["client_sharding", "due_time_holds"]),
+    ("NATS", true, &["client_sharding", "due_time_holds"]),
+];
+
+/// Every alias this script may set.
+const ALIASES: [&str; 4] = ["any_backend", "broker_backend", "client_sharding", "due_time_holds"];
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(broker_backend)");
-    println!("cargo::rustc-check-cfg=cfg(any_backend)");
-    let enabled = |feature: &str| std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_some();
-    let broker = BROKER_BACKENDS.iter().any(|f| enabled(f));
-    if broker {
-        println!("cargo::rustc-cfg=broker_backend");
+    for alias in ALIASES {
+        println!("cargo::rustc-check-cfg=cfg({alias})");
     }
-    if broker || enabled("INMEMORY") {
-        println!("cargo::rustc-cfg=any_backend");
+    let mut set: Vec<&str> = Vec::new();
+    for (feature, broker, pieces) in BACKENDS {
+        if std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_none() {
+            continue;
+        }
+        set.push("any_backend");
+        if *broker {
+            set.push("broker_backend");
+        }
+        set.extend(pieces.iter().copied());
+    }
+    set.sort_unstable();
+    set.dedup();
+    for alias in set {
+        println!("cargo::rustc-cfg={alias}");
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Result, ShoveError};
 use crate::handler::MessageHandler;
 use crate::topic::{SequencedTopic, Topic};
 use crate::transport::Source;
+use crate::transport::no_dlq;
 
 pub use crate::outcome::SupervisorOutcome;
 
@@ -120,10 +121,7 @@ impl<B: Backend, Ctx: Clone + Send + Sync + 'static> ConsumerSupervisor<B, Ctx> 
     {
         let topology = T::topology();
         let Some(dlq) = topology.dlq() else {
-            return Err(ShoveError::Topology(format!(
-                "topic '{}' has no DLQ; add .dlq() to its topology",
-                topology.queue()
-            )));
+            return Err(no_dlq(topology.queue()));
         };
         self.claim(dlq)?;
         self.spawn::<T, H>(Source::DeadLetters(topology), Mode::DeadLetters, handler, options);

@@ -91,7 +91,7 @@ pub(crate) async fn publish_one<T: Topic, P: PublisherImpl>(
             envelope::validate_user_headers(&h)?;
             Arc::new(h)
         }
-        None => envelope::no_headers(),
+        None => crate::transport::no_headers(),
     };
     let env = envelope::outbound::<T>(T::Codec::encode(msg)?, msg, headers)?;
     send::<T, P>(publisher, vec![env]).await.1
@@ -100,7 +100,7 @@ pub(crate) async fn publish_one<T: Topic, P: PublisherImpl>(
 /// Encodes every message first (nothing is sent if one fails), then publishes them in order.
 pub(crate) async fn publish_many<T: Topic, P: PublisherImpl>(publisher: &P, msgs: &[T::Message]) -> (u64, Result<()>) {
     let mut envs = Vec::with_capacity(msgs.len());
-    let headers = envelope::no_headers();
+    let headers = crate::transport::no_headers();
     for m in msgs {
         let encoded = T::Codec::encode(m).and_then(|bytes| envelope::outbound::<T>(bytes, m, headers.clone()));
         match encoded {

@@ -123,10 +123,7 @@ pub(crate) fn shard_queue_name(queue: &str, shard: u16) -> String {
 
 /// The shard a message with sequence key `key` goes to: a stable hash, so a key always lands on the same
 /// shard, on every backend that chooses shards in the client.
-#[cfg_attr(
-    not(any(feature = "inmemory", feature = "redis-streams", feature = "nats")),
-    allow(dead_code)
-)]
+#[cfg(client_sharding)]
 pub(crate) fn shard_of(key: &str, shards: u16) -> u16 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();

@@ -6,31 +6,7 @@ use crate::outcome::Outcome;
 use crate::topology::QueueTopology;
 use crate::transport::Hold;
 
-/// Dead-letter reasons, identical on every backend.
-pub(crate) mod reasons {
-    /// The handler returned `Reject`.
-    pub const REJECTED: &str = "rejected";
-    /// The handler asked for a retry after its budget was spent.
-    pub const MAX_RETRIES_EXCEEDED: &str = "max_retries_exceeded";
-    /// The payload was larger than `max_message_size`.
-    pub const OVERSIZE: &str = "oversize";
-    /// The codec could not decode the payload.
-    pub const DESERIALIZE: &str = "deserialize";
-    /// A later message of a key poisoned by `SequenceFailure::FailAll`.
-    pub const SEQUENCE_POISONED: &str = "sequence_poisoned";
-
-    /// The reason named `text`, as read back from a broker (`"unknown"` for one shove never writes).
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
-    pub fn parse(text: &str) -> &'static str {
-        [REJECTED, MAX_RETRIES_EXCEEDED, OVERSIZE, DESERIALIZE, SEQUENCE_POISONED]
-            .into_iter()
-            .find(|r| *r == text)
-            .unwrap_or("unknown")
-    }
-}
+pub(crate) use crate::transport::reasons;
 
 /// What the handler's call amounted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

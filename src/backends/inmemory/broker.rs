@@ -16,6 +16,7 @@ use crate::backend::internal::ClientImpl;
 use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
 use crate::transport::Attachments;
+use crate::transport::no_dlq;
 use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
 
 /// Default capacity of each in-process queue.
@@ -283,12 +284,7 @@ impl Transport for InMemoryBroker {
             Source::Shards(_) => (topic.shards.clone(), true),
             Source::DeadLetters(t) => match &topic.dlq {
                 Some(q) => (vec![q.clone()], false),
-                None => {
-                    return Err(ShoveError::Topology(format!(
-                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
-                        t.queue()
-                    )));
-                }
+                None => return Err(no_dlq(t.queue())),
             },
         };
         Ok(InMemorySubscription {
@@ -453,12 +449,7 @@ impl Subscription for InMemorySubscription {
                     },
                     false,
                 ),
-                None => {
-                    return Err(ShoveError::Topology(format!(
-                        "queue '{}' has no DLQ to dead-letter into",
-                        queue.name
-                    )));
-                }
+                None => return Err(no_dlq(&queue.name)),
             },
         }
         Ok(())

@@ -19,6 +19,7 @@
 //! - Sequenced topics: one subscription at a time reads a topic's shards, holding a lock in the
 //!   stream `SHOVE_LOCKS` (renewed; it expires if its holder dies); the others stand by.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,38 +36,49 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
-use crate::engine::envelope::{new_message_id, no_headers};
-use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::no_dlq;
+use crate::transport::wire::{WireNames, WireValue};
 use crate::transport::{
-    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
-    due_at_ms, headers,
+    Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport, due_at_ms, is_reserved,
 };
 
 /// Header names on NATS (spec: `Shove-*` for the engine's, `Nats-Msg-Id` for the server's deduplication).
 mod names {
-    pub const MESSAGE_ID: &str = "Shove-Message-Id";
-    pub const RETRY_COUNT: &str = "Shove-Retry-Count";
-    pub const DEATH_REASON: &str = "Shove-Death-Reason";
-    pub const DEATH_COUNT: &str = "Shove-Death-Count";
-    pub const ORIGINAL_QUEUE: &str = "Shove-Original-Queue";
+    use crate::transport::wire::{WireNames, X_NAMES};
+
     /// The server's deduplication id: the message id on a first publish, an attempt id on copies.
     pub const MSG_ID: &str = "Nats-Msg-Id";
     /// When a held message is due (milliseconds since the epoch).
     pub const DUE: &str = "Shove-Due";
     /// The subject a held message goes back to.
     pub const TARGET: &str = "Shove-Target";
+
+    /// A copy (a retry, a defer, a dead letter): `Nats-Msg-Id` is the copy's own deduplication id, so the
+    /// message id travels in `Shove-Message-Id`. A message another client published may carry only
+    /// `Nats-Msg-Id`, which is then its id.
+    pub static COPY: WireNames = WireNames {
+        message_id: "Shove-Message-Id",
+        message_id_fallback: Some(MSG_ID),
+        retry_count: "Shove-Retry-Count",
+        sequence_key: X_NAMES.sequence_key,
+        death_reason: "Shove-Death-Reason",
+        death_count: "Shove-Death-Count",
+        original_queue: "Shove-Original-Queue",
+    };
+
+    /// A first publish: its id goes in `Nats-Msg-Id` only, being also the server's deduplication id.
+    pub static FIRST: WireNames = WireNames {
+        message_id: MSG_ID,
+        message_id_fallback: None,
+        ..COPY
+    };
 }
 use names::{DUE, MSG_ID, TARGET};
 
 use super::credits::Credits;
 use super::puller::{PULL_EXPIRES, Puller};
-
-/// Whether a header is shove's or the server's (every other header is the user's).
-fn is_reserved(name: &str) -> bool {
-    name.starts_with("Shove-") || name.starts_with("Nats-") || name == headers::SEQUENCE_KEY
-}
 
 /// The server redelivers a message not acknowledged (or extended) within this time.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -169,9 +181,9 @@ fn escape(s: &str, name: bool) -> String {
     out
 }
 
-fn unescape(s: &str) -> String {
+fn unescape(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = s.as_bytes();
@@ -189,45 +201,32 @@ fn unescape(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The headers that carry a message's first publish: its id goes in `Nats-Msg-Id` only (it is also the
-/// server's deduplication id), a retry count of 0 is left out. Every header costs the server and both
-/// clients work per message.
+/// The headers that carry a message's first publish (a retry count of 0 is left out: every header costs
+/// the server and both clients work per message).
 fn first_headers(env: &Envelope) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(MSG_ID, env.message_id.to_text());
-    if env.retry_count > 0 {
-        h.insert(names::RETRY_COUNT, env.retry_count.to_string());
-    }
-    extend_headers(&mut h, env);
-    h
+    headers_with(&names::FIRST, env, true)
 }
 
-/// The headers that carry a copy of `env` (a retry, a defer, a dead letter): `Nats-Msg-Id` is then the
-/// copy's own deduplication id, so the message id travels in `Shove-Message-Id`.
+/// The headers that carry a copy of `env` (a retry, a defer, a dead letter).
 fn headers_of(env: &Envelope) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(names::MESSAGE_ID, env.message_id.to_text());
-    h.insert(names::RETRY_COUNT, env.retry_count.to_string());
-    extend_headers(&mut h, env);
-    h
+    headers_with(&names::COPY, env, false)
 }
 
-/// The sequence key, death record and user headers of `env`.
-fn extend_headers(h: &mut HeaderMap, env: &Envelope) {
-    if let Some(key) = &env.sequence_key {
-        h.insert(headers::SEQUENCE_KEY, escape(key, false));
-    }
-    if let Some(d) = &env.death {
-        h.insert(names::DEATH_REASON, d.reason);
-        h.insert(names::DEATH_COUNT, d.count.to_string());
-        h.insert(names::ORIGINAL_QUEUE, escape(&d.original_queue, false));
-    }
+/// `env`'s bookkeeping under `names`, and its user headers, escaped where a header needs it.
+fn headers_with(names: &'static WireNames, env: &Envelope, omit_zero_retry: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    names.encode(env, omit_zero_retry, |name, value| match value {
+        WireValue::Text(t) if name == names.message_id => h.insert(name, t),
+        WireValue::Text(t) => h.insert(name, escape(t, false)),
+        WireValue::Count(n) => h.insert(name, n.to_string()),
+    });
     for (k, v) in env.headers.iter() {
         h.insert(escape(k, true), escape(v, false));
     }
+    h
 }
 
 /// The stream sequence and delivery count of a JetStream delivery, read from its ack subject:
@@ -256,49 +255,22 @@ fn ack_info(reply: &Option<Subject>) -> Option<(u64, u64)> {
 
 /// Rebuilds the envelope of a delivered message.
 fn envelope_of(payload: &Bytes, h: Option<&HeaderMap>) -> Envelope {
-    let mut env = Envelope {
-        payload: payload.to_vec(),
-        message_id: MessageId::Text(Arc::from("")),
-        retry_count: 0,
-        sequence_key: None,
-        headers: no_headers(),
-        death: None,
-    };
-    let (mut id, mut dedup_id) = (None, None);
-    let mut user = HashMap::new();
-    let (mut death_reason, mut death_count, mut original_queue) = (None, None, None);
+    let mut decoder = names::COPY.decoder();
     if let Some(h) = h {
         for (name, values) in h.iter() {
             let Some(value) = values.first() else { continue };
             let (name, value) = (<async_nats::HeaderName as AsRef<str>>::as_ref(name), value.as_str());
-            match name {
-                names::MESSAGE_ID => id = Some(MessageId::parse(value)),
-                names::MSG_ID => dedup_id = Some(MessageId::parse(value)),
-                names::RETRY_COUNT => env.retry_count = value.parse().unwrap_or(0),
-                headers::SEQUENCE_KEY => env.sequence_key = Some(Arc::from(unescape(value))),
-                names::DEATH_REASON => death_reason = Some(value.to_string()),
-                names::DEATH_COUNT => death_count = value.parse().ok(),
-                names::ORIGINAL_QUEUE => original_queue = Some(unescape(value)),
-                other if !is_reserved(other) => {
-                    user.insert(unescape(other), unescape(value));
-                }
-                _ => {}
+            // Ids are written as they are; every other value was escaped.
+            let is_id = name == names::COPY.message_id || name == MSG_ID;
+            if decoder.field(name, || if is_id { Cow::Borrowed(value) } else { unescape(value) }) {
+                continue;
+            }
+            if !is_reserved(name) {
+                decoder.user(unescape(name).into_owned(), unescape(value).into_owned());
             }
         }
     }
-    // A message published by another client may carry only the server's deduplication id.
-    env.message_id = id.or(dedup_id).unwrap_or_else(new_message_id);
-    if !user.is_empty() {
-        env.headers = Arc::new(user);
-    }
-    env.death = death_reason.map(|r| {
-        Box::new(Death {
-            reason: reasons::parse(&r),
-            original_queue: Arc::from(original_queue.unwrap_or_default()),
-            count: death_count.unwrap_or(1),
-        })
-    });
-    env
+    decoder.finish(payload.to_vec())
 }
 
 /// Creates the stream of `queue` if it does not exist.
@@ -609,12 +581,7 @@ impl NatsSubscription {
             Source::Shards(t) => (t.queue().to_string(), Role::Sequenced),
             Source::DeadLetters(t) => match t.dlq() {
                 Some(d) => (d.to_string(), Role::Main),
-                None => {
-                    return Err(ShoveError::Topology(format!(
-                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
-                        t.queue()
-                    )));
-                }
+                None => return Err(no_dlq(t.queue())),
             },
         };
         let consumer = open_consumer(&client, &queue, role, options.backend.max_ack_pending).await?;
@@ -797,9 +764,7 @@ impl Subscription for NatsSubscription {
                 }
             },
             Settlement::DeadLetter { envelope } => {
-                let Some(dlq) = self.dlq.clone() else {
-                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
-                };
+                let dlq = self.dlq.clone().ok_or_else(|| no_dlq(&self.queue))?;
                 let id = format!("{}:{}:dead", stream_name(&self.queue), token.sequence);
                 self.replace(&token, main_subject(&dlq), id, &envelope, &[]).await
             }

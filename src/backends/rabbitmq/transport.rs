@@ -28,6 +28,7 @@ use super::headers;
 use super::topology;
 use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
+use crate::transport::no_dlq;
 use crate::transport::{Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport};
 
 /// Extra time a settlement may take beyond the confirm timeout before it is given up (and how long closing
@@ -153,12 +154,7 @@ impl Transport for RabbitTransport {
             }
             Source::DeadLetters(t) => match t.dlq() {
                 Some(dlq) => vec![dlq.to_string()],
-                None => {
-                    return Err(ShoveError::Topology(format!(
-                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
-                        t.queue()
-                    )));
-                }
+                None => return Err(no_dlq(t.queue())),
             },
         };
         let holds: Vec<Vec<String>> = match source {
@@ -464,9 +460,10 @@ impl RabbitSubscription {
                 (Some((target, envelope)), true)
             }
             Settlement::DeadLetter { envelope } => {
-                let Some(dlq) = self.dlq.clone() else {
-                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
-                };
+                let dlq = self
+                    .dlq
+                    .clone()
+                    .ok_or_else(|| no_dlq(self.queues.first().map_or("", String::as_str)))?;
                 (Some((dlq, envelope)), true)
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
@@ -607,9 +604,10 @@ impl RabbitSubscription {
                 self.forward(token, target, &envelope).await
             }
             Settlement::DeadLetter { envelope } => {
-                let Some(dlq) = self.dlq.clone() else {
-                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
-                };
+                let dlq = self
+                    .dlq
+                    .clone()
+                    .ok_or_else(|| no_dlq(self.queues.first().map_or("", String::as_str)))?;
                 self.forward(token, dlq, &envelope).await
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {

@@ -23,13 +23,12 @@ use tokio_util::sync::CancellationToken;
 use super::client::{RedisClient, redis_error};
 use super::config::BLOCK_TIME;
 use super::scripts;
-use crate::engine::envelope::{new_message_id, no_headers};
-use crate::engine::router::reasons;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::no_dlq;
+use crate::transport::wire::{WireValue, X_NAMES};
 use crate::transport::{
-    Death, Delivery, Depth, Envelope, MessageId, Settlement, Source, SubscribeOptions, Subscription, Transport,
-    due_at_ms, headers,
+    Delivery, Depth, Envelope, Settlement, Source, SubscribeOptions, Subscription, Transport, due_at_ms,
 };
 
 const PAYLOAD: &str = "payload";
@@ -68,29 +67,19 @@ fn entry_prefix(due_set: &str) -> String {
     format!("{due_set}:e:")
 }
 
-/// The fields that carry `env` in a stream entry.
+/// The fields that carry `env` in a stream entry: the payload, the bookkeeping under the `x-*` names,
+/// and each user header under [`USER_PREFIX`].
 fn fields(env: &Envelope) -> Vec<(String, Vec<u8>)> {
     let mut f = Vec::with_capacity(4 + env.headers.len());
     f.push((PAYLOAD.to_string(), env.payload.clone()));
-    f.push((headers::MESSAGE_ID.to_string(), env.message_id.to_text().into_bytes()));
     // Absent means 0: a first attempt carries one field less, which every read of it has to parse.
-    if env.retry_count > 0 {
-        f.push((
-            headers::RETRY_COUNT.to_string(),
-            env.retry_count.to_string().into_bytes(),
-        ));
-    }
-    if let Some(key) = &env.sequence_key {
-        f.push((headers::SEQUENCE_KEY.to_string(), key.as_bytes().to_vec()));
-    }
-    if let Some(d) = &env.death {
-        f.push((headers::DEATH_REASON.to_string(), d.reason.as_bytes().to_vec()));
-        f.push((headers::DEATH_COUNT.to_string(), d.count.to_string().into_bytes()));
-        f.push((
-            headers::ORIGINAL_QUEUE.to_string(),
-            d.original_queue.as_bytes().to_vec(),
-        ));
-    }
+    X_NAMES.encode(env, true, |name, value| {
+        let value = match value {
+            WireValue::Text(t) => t.as_bytes().to_vec(),
+            WireValue::Count(n) => n.to_string().into_bytes(),
+        };
+        f.push((name.to_string(), value));
+    });
     for (k, v) in env.headers.iter() {
         f.push((format!("{USER_PREFIX}{k}"), v.as_bytes().to_vec()));
     }
@@ -120,49 +109,25 @@ fn utf8(b: Vec<u8>) -> String {
 /// Rebuilds the envelope of a stream entry from its field/value list, taking the values over (the payload
 /// is moved, not copied).
 fn envelope(fields: Vec<Value>) -> Envelope {
-    let mut env = Envelope {
-        payload: Vec::new(),
-        message_id: MessageId::Text(Arc::from("")),
-        retry_count: 0,
-        sequence_key: None,
-        headers: no_headers(),
-        death: None,
-    };
-    let mut id = None;
-    let mut user = HashMap::new();
-    let (mut death_reason, mut death_count, mut original_queue) = (None, None, None);
+    let mut payload = Vec::new();
+    let mut decoder = X_NAMES.decoder();
     let mut it = fields.into_iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         let (Some(k), Some(v)) = (into_bytes(k), into_bytes(v)) else {
             continue;
         };
         if let Some(name) = k.strip_prefix(USER_PREFIX.as_bytes()) {
-            user.insert(utf8(name.to_vec()), utf8(v));
+            decoder.user(utf8(name.to_vec()), utf8(v));
             continue;
         }
         match std::str::from_utf8(&k).unwrap_or("") {
-            PAYLOAD => env.payload = v,
-            headers::MESSAGE_ID => id = Some(MessageId::parse(&utf8(v))),
-            headers::RETRY_COUNT => env.retry_count = utf8(v).parse().unwrap_or(0),
-            headers::SEQUENCE_KEY => env.sequence_key = Some(Arc::from(utf8(v))),
-            headers::DEATH_REASON => death_reason = Some(utf8(v)),
-            headers::DEATH_COUNT => death_count = utf8(v).parse().ok(),
-            headers::ORIGINAL_QUEUE => original_queue = Some(utf8(v)),
-            _ => {}
+            PAYLOAD => payload = v,
+            name => {
+                decoder.field(name, || String::from_utf8_lossy(&v));
+            }
         }
     }
-    env.message_id = id.unwrap_or_else(new_message_id);
-    if !user.is_empty() {
-        env.headers = Arc::new(user);
-    }
-    env.death = death_reason.map(|r| {
-        Box::new(Death {
-            reason: reasons::parse(&r),
-            original_queue: Arc::from(original_queue.unwrap_or_default()),
-            count: death_count.unwrap_or(1),
-        })
-    });
-    env
+    decoder.finish(payload)
 }
 
 /// The entries of a reply list `[[id, [field, value, …]], …]` (deleted entries, nil, are skipped).
@@ -527,12 +492,7 @@ impl RedisSubscription {
             }
             Source::DeadLetters(t) => match t.dlq() {
                 Some(d) => (vec![plan(d.to_string(), Vec::new())], false),
-                None => {
-                    return Err(ShoveError::Topology(format!(
-                        "topic '{}' has no DLQ to consume; add .dlq() to its topology",
-                        t.queue()
-                    )));
-                }
+                None => return Err(no_dlq(t.queue())),
             },
         };
         let streams = Arc::new(streams);
@@ -689,9 +649,10 @@ impl Subscription for RedisSubscription {
                 }
             },
             Settlement::DeadLetter { envelope } => {
-                let Some(dlq) = self.dlq.clone() else {
-                    return Err(ShoveError::Topology("the topic has no DLQ to dead-letter into".into()));
-                };
+                let dlq = self
+                    .dlq
+                    .clone()
+                    .ok_or_else(|| no_dlq(self.streams.first().map_or("", |s| s.name.as_str())))?;
                 self.move_to(&token, &dlq, &envelope).await
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {

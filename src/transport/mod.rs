@@ -11,48 +11,56 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 
-/// Reserved header names (contract rule 2). Every broker mapping stores the envelope under
-/// `x-message-id`, `x-retry-count`, `x-sequence-key`, `x-death-reason`, `x-death-count` and
-/// `x-original-queue`; user headers may not start with one of [`headers::RESERVED_PREFIXES`].
-pub(crate) mod headers {
-    /// The stable message id.
-    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
-    pub const MESSAGE_ID: &str = "x-message-id";
-    /// Retries before this delivery.
-    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
-    pub const RETRY_COUNT: &str = "x-retry-count";
-    /// The ordering key of a sequenced message.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
-    pub const SEQUENCE_KEY: &str = "x-sequence-key";
-    /// Why a message was dead-lettered.
-    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
-    pub const DEATH_REASON: &str = "x-death-reason";
-    /// How many times a message was dead-lettered.
-    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
-    pub const DEATH_COUNT: &str = "x-death-count";
-    /// The queue a dead-lettered message was consumed from.
-    // NATS keeps these in `Shove-*` headers of its own (see src/backends/nats).
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "redis-streams")), allow(dead_code))]
-    pub const ORIGINAL_QUEUE: &str = "x-original-queue";
-    /// Prefixes a user header may not start with (compared case-insensitively): shove 0.11's four, plus
-    /// `x-original-queue`, which every backend writes when dead-lettering (contract rule 2).
-    pub const RESERVED_PREFIXES: [&str; 5] = [
-        "x-retry-count",
-        "x-message-id",
-        "x-death",
-        "x-sequence-key",
-        "x-original-queue",
-    ];
+mod ids;
+// Only the broker backends store the envelope as named fields.
+#[cfg(broker_backend)]
+pub(crate) mod wire;
+
+pub(crate) use ids::{new_message_id, no_headers};
+
+/// Dead-letter reasons, identical on every backend.
+pub(crate) mod reasons {
+    /// The handler returned `Reject`.
+    pub const REJECTED: &str = "rejected";
+    /// The handler asked for a retry after its budget was spent.
+    pub const MAX_RETRIES_EXCEEDED: &str = "max_retries_exceeded";
+    /// The payload was larger than `max_message_size`.
+    pub const OVERSIZE: &str = "oversize";
+    /// The codec could not decode the payload.
+    pub const DESERIALIZE: &str = "deserialize";
+    /// A later message of a key poisoned by `SequenceFailure::FailAll`.
+    pub const SEQUENCE_POISONED: &str = "sequence_poisoned";
+}
+
+/// Every header name prefix some backend writes on the wire, compared case-insensitively: a user
+/// header starting with one of them is refused by `publish_with_headers` on every backend (contract
+/// rule 2), so that a user value can never stand in for shove's own or the broker's.
+///
+/// - `x-retry-count`, `x-message-id`, `x-death`, `x-sequence-key`: shove 0.11's reserved prefixes;
+/// - `x-original-queue`: written with every dead letter;
+/// - `x-first-death`, `x-last-death`: written by RabbitMQ when a hold queue dead-letters a copy;
+/// - `shove-`: shove's names on NATS (`Shove-Message-Id`, `Shove-Retry-Count`, …) and Kafka;
+/// - `nats-`: the NATS server's own (`Nats-Msg-Id` deduplicates, `Nats-Expected-*` makes a publish fail).
+pub(crate) const RESERVED_PREFIXES: [&str; 9] = [
+    "x-retry-count",
+    "x-message-id",
+    "x-death",
+    "x-sequence-key",
+    "x-original-queue",
+    "x-first-death",
+    "x-last-death",
+    "shove-",
+    "nats-",
+];
+
+/// Whether `name` starts with a reserved prefix (case-insensitively).
+pub(crate) fn is_reserved(name: &str) -> bool {
+    RESERVED_PREFIXES
+        .iter()
+        .any(|p| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
 }
 
 /// A message id (`x-message-id`). Ids shove stamps are UUIDs, kept as 16 bytes and formatted only when a
@@ -67,10 +75,7 @@ pub enum MessageId {
 
 impl MessageId {
     /// Reads an id from a header value: a UUID when it parses as one, text otherwise.
-    #[cfg_attr(
-        not(any(feature = "rabbitmq", feature = "redis-streams", feature = "nats")),
-        allow(dead_code)
-    )]
+    #[cfg(broker_backend)]
     pub fn parse(text: &str) -> Self {
         match uuid::Uuid::try_parse(text) {
             Ok(u) => MessageId::Uuid(u),
@@ -164,6 +169,13 @@ impl Source {
             Source::Main(t) | Source::Shards(t) | Source::DeadLetters(t) => t,
         }
     }
+}
+
+/// The error for the dead letters of a topic that has no DLQ: a consumer of its DLQ (`run_dlq`,
+/// `register_dlq`), or a dead-letter settlement, which the engine never asks for on such a topic (it
+/// discards the message instead, contract rule 8). One message, whichever layer finds it.
+pub(crate) fn no_dlq(queue: &str) -> ShoveError {
+    ShoveError::Topology(format!("topic '{queue}' has no DLQ; add .dlq() to its topology"))
 }
 
 /// Where a retried or deferred message waits before it is delivered again.
@@ -314,14 +326,14 @@ impl Attachments {
 /// The wall-clock time, in Unix milliseconds, at which a delay that starts now is over: for transports
 /// that keep a delayed copy on the server with its due time and move it back once the clock reaches it.
 /// Rounded up, so that with the mover comparing whole milliseconds a copy never comes back early.
-#[cfg(any(feature = "redis-streams", feature = "nats"))]
+#[cfg(due_time_holds)]
 pub(crate) fn due_at_ms(delay: Duration) -> i64 {
     let now_us = chrono::Utc::now().timestamp_micros();
     let delay_us = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2);
     now_us.saturating_add(delay_us).saturating_add(999) / 1000
 }
 
-#[cfg(all(test, any(feature = "redis-streams", feature = "nats")))]
+#[cfg(all(test, due_time_holds))]
 mod due_tests {
     use super::*;
 
