@@ -80,8 +80,10 @@ pub async fn every_publish_path_stamps_a_stable_uuid_delivery_id<H: Harness>() {
 
 /// Rule 2: `publish_with_headers` refuses keys starting with a reserved prefix (`x-retry-count`,
 /// `x-message-id`, `x-death`, `x-sequence-key`, and `x-original-queue` as the crate's contract docs
-/// add), whatever their case, with `ShoveError::Validation` and the documented message; nothing of a
-/// refused publish is stored, and names that only resemble a reserved prefix are accepted.
+/// add), and every other name some backend writes on the wire (RabbitMQ's `x-first-death-*` and
+/// `x-last-death-*`, NATS's `Shove-*` and `Nats-*`), on every backend, whatever their case, with
+/// `ShoveError::Validation` and the documented message; nothing of a refused publish is stored, and
+/// names that only resemble a reserved prefix are accepted.
 pub async fn reserved_header_prefixes_are_rejected_case_insensitively<H: Harness>() {
     define_topic!(Reserved, Msg, TopologyBuilder::new(unique("reserved")).dlq().build());
     let broker = H::broker().await;
@@ -101,6 +103,12 @@ pub async fn reserved_header_prefixes_are_rejected_case_insensitively<H: Harness
         "X-Sequence-Key",
         "x-original-queue",
         "X-Original-Queue-Name",
+        "x-first-death-queue",
+        "X-Last-Death-Reason",
+        "Shove-Message-Id",
+        "shove-retry-count",
+        "Nats-Msg-Id",
+        "NATS-Expected-Stream",
     ];
     for (i, key) in refused.iter().enumerate() {
         let result = publisher
@@ -126,6 +134,9 @@ pub async fn reserved_header_prefixes_are_rejected_case_insensitively<H: Harness
         "X-Custom",
         "death",
         "x-original",
+        "shove",
+        "natsy",
+        "x-first",
     ];
     let probe = Probe::<Msg>::new();
     let mut sup = broker.consumer_supervisor();
