@@ -502,8 +502,8 @@ where
     let key = topology.sequencing().map(|_| Sequencer::key_of(&d));
     // An attempt whose consumer died mid-way counts against the retry budget like a `Retry` would
     // (contract rule 9): a message that keeps killing its consumers ends in the DLQ instead of looping.
-    if d.lost_attempt {
-        d.envelope.retry_count = d.envelope.retry_count.saturating_add(1);
+    if d.lost_attempts > 0 {
+        d.envelope.retry_count = d.envelope.retry_count.saturating_add(d.lost_attempts);
         d.redelivered = true;
     }
     let (mut held, redelivered) = InFlight::new(shared.sub, d);

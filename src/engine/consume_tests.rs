@@ -158,7 +158,7 @@ impl Subscription for Gated {
             },
             // Left to the engine: a lost attempt alone must make the delivery count as redelivered.
             redelivered: false,
-            lost_attempt: msg.lost_attempt,
+            lost_attempts: u32::from(msg.lost_attempt),
             token: msg.name,
         }));
         Ok(true)

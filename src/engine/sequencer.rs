@@ -203,7 +203,7 @@ mod tests {
                 death: None,
             },
             redelivered: false,
-            lost_attempt: false,
+            lost_attempts: 0,
             token: (),
         }
     }

@@ -141,11 +141,12 @@ pub struct Delivery<Token> {
     pub envelope: Envelope,
     /// Whether the broker has delivered this message before.
     pub redelivered: bool,
-    /// The message's previous delivery ended without a settlement because its consumer went away mid-way
-    /// (crashed or was killed), as opposed to being handed back. The engine counts that attempt against
-    /// the retry budget. Only a transport that can tell the two apart sets it (Redis, from the entry's
-    /// delivery count); elsewhere such an attempt is not counted.
-    pub lost_attempt: bool,
+    /// How many earlier deliveries of this stored message ended without a settlement because their
+    /// consumer went away mid-way (crashed, was killed, lost its connection), as opposed to being handed
+    /// back. A fact the transport reads from its broker (a delivery count less the hand-backs it
+    /// recorded); the engine counts each such attempt against the retry budget (contract rule 9), so a
+    /// message that kills every consumer that takes it is dead-lettered, never loops.
+    pub lost_attempts: u32,
     /// The transport's handle for settling this delivery.
     pub token: Token,
 }

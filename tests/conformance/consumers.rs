@@ -440,7 +440,8 @@ pub async fn drain_lets_in_flight_handlers_finish<H: Harness>() {
 }
 
 /// Rule 17: messages a stopping consumer had received but not started go back to the broker at once: a
-/// new consumer gets them promptly (well before any visibility/ack timeout), each exactly once.
+/// new consumer gets them promptly (well before any visibility/ack timeout), each exactly once, and
+/// with no retry budget used (a hand-back is not an attempt).
 pub async fn drain_hands_back_unstarted_messages<H: Harness>() {
     define_topic!(
         Prefetched,
@@ -453,10 +454,12 @@ pub async fn drain_hands_back_unstarted_messages<H: Harness>() {
     let events = Recorder::<Step>::new();
     let gates = gates(1);
     let handler = gated_handler(events.clone(), gates.clone(), Concurrency::new());
+    // No retry budget: a hand-back counted as an attempt would dead-letter its message unhandled.
     let options = || {
         ConsumerOptions::new()
             .with_prefetch_count(10)
             .with_concurrent_processing(false)
+            .with_max_retries(0)
     };
 
     let mut sup = broker.consumer_supervisor();

@@ -307,7 +307,7 @@ fn delivery(s: Stored, token: u16) -> Delivery<u16> {
         envelope: s.envelope,
         redelivered: s.redelivered,
         // In-process consumers cannot die without the broker: nothing is lost.
-        lost_attempt: false,
+        lost_attempts: 0,
         token,
     }
 }

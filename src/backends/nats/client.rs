@@ -11,6 +11,7 @@ use async_nats::{ConnectErrorKind, ConnectOptions, RequestErrorKind, ServerAddr}
 use tokio_util::sync::CancellationToken;
 
 use super::config::{NatsConfig, redact_url};
+use super::ledger::Ledger;
 use super::transport::{NatsOptions, NatsTransport};
 use crate::backend::Backend;
 use crate::backend::internal::ClientImpl;
@@ -43,6 +44,8 @@ struct Inner {
     cache: Mutex<HashSet<String>>,
     /// What the layers above keep per client (the consumer groups `Broker::autoscaler` sees).
     attachments: Attachments,
+    /// The hand-back ledger, opened on first use (see `super::ledger`).
+    ledger: tokio::sync::OnceCell<Ledger>,
     /// The configured URL with credentials hidden, for messages.
     url: String,
 }
@@ -282,6 +285,7 @@ impl NatsClient {
                 shutdown: CancellationToken::new(),
                 cache: Mutex::default(),
                 attachments: Attachments::default(),
+                ledger: tokio::sync::OnceCell::new(),
                 url,
             }),
         })
@@ -359,6 +363,11 @@ impl NatsClient {
                 self.inner.url
             ))),
         }
+    }
+
+    /// The hand-back ledger's bucket, opened (and created if needed) on first use.
+    pub(crate) async fn ledger(&self) -> Result<&Ledger> {
+        self.inner.ledger.get_or_try_init(|| Ledger::open(self)).await
     }
 
     /// Names of the streams and consumers already created or checked through this client.

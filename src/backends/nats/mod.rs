@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod credits;
 mod facade;
+mod ledger;
 mod publisher;
 mod puller;
 mod registry;

@@ -78,6 +78,7 @@ mod names {
 use names::{DUE, MSG_ID, TARGET};
 
 use super::credits::Credits;
+use super::ledger;
 use super::puller::{PULL_EXPIRES, Puller};
 
 /// The server redelivers a message not acknowledged (or extended) within this time.
@@ -543,6 +544,8 @@ pub struct NatsSubscription {
     keeper: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// A sequenced topic's hand-backs, sent at close in stream order (see `settle`).
     handed_back: Option<std::sync::Mutex<Vec<(u64, Subject)>>>,
+    /// The stream read, naming its messages in the hand-back ledger.
+    stream: String,
 }
 
 /// Whether a subscription holds its topic's lock, and a wake-up for when that changes.
@@ -620,6 +623,7 @@ impl NatsSubscription {
             prefetch.div_ceil(2),
             credits.semaphore(),
         );
+        let stream = stream_name(&queue);
         Ok(Self {
             client,
             queue,
@@ -631,11 +635,12 @@ impl NatsSubscription {
             stop,
             keeper: tokio::sync::Mutex::new(keeper),
             handed_back: matches!(role, Role::Sequenced).then(Default::default),
+            stream,
         })
     }
 
-    /// The delivery of a pulled message (`None`: not a JetStream delivery).
-    fn delivery(&self, m: async_nats::Message) -> Option<Delivery<NatsToken>> {
+    /// The delivery of a pulled message with `lost_attempts` (`None`: not a JetStream delivery).
+    fn delivery(&self, m: async_nats::Message, lost_attempts: u32) -> Option<Delivery<NatsToken>> {
         let reply = m.reply.clone()?;
         let (sequence, delivered) = ack_info(&m.reply).unwrap_or((0, 1));
         let envelope = envelope_of(&m.payload, m.headers.as_ref());
@@ -646,8 +651,7 @@ impl NatsSubscription {
         Some(Delivery {
             envelope,
             redelivered: delivered > 1,
-            // A -NAK hand-back also raises the delivery count: a lost attempt cannot be told apart.
-            lost_attempt: false,
+            lost_attempts,
             token: NatsToken {
                 reply,
                 subject: m.subject.clone(),
@@ -655,6 +659,46 @@ impl NatsSubscription {
                 received: std::time::Instant::now(),
             },
         })
+    }
+
+    /// For each of `messages`, its attempts lost with their consumers: its deliveries before this one,
+    /// less the hand-backs the ledger recorded. A first delivery reads nothing. When the ledger cannot be
+    /// read, every earlier delivery counts as lost: the side on which a message that kills its consumers
+    /// still ends in the DLQ.
+    async fn lost_attempts(&self, messages: &[async_nats::Message]) -> Vec<u32> {
+        let delivered: Vec<(u64, u64)> = messages.iter().map(|m| ack_info(&m.reply).unwrap_or((0, 1))).collect();
+        if delivered.iter().all(|&(_, d)| d <= 1) {
+            return vec![0; messages.len()];
+        }
+        let store = match self.client.ledger().await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "the NATS hand-back ledger is unavailable; redeliveries count as lost attempts");
+                None
+            }
+        };
+        let reads = delivered.iter().map(|&(sequence, d)| async move {
+            let before = u32::try_from(d.saturating_sub(1)).unwrap_or(u32::MAX);
+            if before == 0 {
+                return 0;
+            }
+            let Some(store) = store else { return before };
+            match store.handbacks(&ledger::key(&self.stream, sequence)).await {
+                Ok(h) => before.saturating_sub(u32::try_from(h).unwrap_or(u32::MAX)),
+                Err(e) => {
+                    tracing::warn!(error = %e, sequence, "reading the NATS hand-back ledger failed; counting the redelivery as lost");
+                    before
+                }
+            }
+        });
+        futures::future::join_all(reads).await
+    }
+
+    /// Hands messages back (`-NAK`, after `delay` when given), recording each in the hand-back ledger
+    /// first so that its redelivery is not taken for a lost attempt. A message whose record fails is
+    /// handed back all the same: a miscounted attempt is better than a message held until its ack wait.
+    async fn hand_back(&self, messages: Vec<(u64, Subject)>, delay: Option<Duration>) -> Result<()> {
+        hand_back(&self.client, &self.stream, messages, delay).await
     }
 
     /// Sends an acknowledgement kind for a delivery.
@@ -734,7 +778,14 @@ impl Subscription for NatsSubscription {
             _ = self.stop.cancelled() => Ok(()),
             r = puller.pull(max.max(1), &self.owned, pulled) => r,
         };
-        out.extend(pulled.drain(..).filter_map(|m| self.delivery(m)));
+        // Read while the messages are still in `pulled`: a cancelled receive leaves them there.
+        let lost = self.lost_attempts(pulled).await;
+        out.extend(
+            pulled
+                .drain(..)
+                .zip(lost)
+                .filter_map(|(m, lost)| self.delivery(m, lost)),
+        );
         match result {
             Ok(()) => Ok(!out.is_empty()),
             // What arrived before the error is handled; the error shows on the next call if it persists.
@@ -780,7 +831,7 @@ impl Subscription for NatsSubscription {
                         .push((token.sequence, token.reply));
                     Ok(())
                 }
-                (delay, _) => self.reply(&token, AckKind::Nak(delay)).await,
+                (delay, _) => self.hand_back(vec![(token.sequence, token.reply)], delay).await,
             },
         }
     }
@@ -792,10 +843,10 @@ impl Subscription for NatsSubscription {
             .remove(&token.sequence);
         self.credits.give_back(1);
         // Redeliverable at once rather than after the ack wait.
-        let core = self.client.core().clone();
+        let (client, stream) = (self.client.clone(), self.stream.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = core.publish(token.reply, Bytes::from(AckKind::Nak(None))).await;
+                let _ = hand_back(&client, &stream, vec![(token.sequence, token.reply)], None).await;
             });
         }
     }
@@ -820,9 +871,7 @@ impl Subscription for NatsSubscription {
         }
         // In stream order: the server redelivers hand-backs in the order it gets them.
         back.sort_by_key(|(sequence, _)| *sequence);
-        for (_, reply) in back {
-            let _ = self.client.core().publish(reply, Bytes::from(AckKind::Nak(None))).await;
-        }
+        let _ = self.hand_back(back, None).await;
         if let Some(keeper) = self.keeper.lock().await.take() {
             let _ = keeper.await;
         }
@@ -923,6 +972,40 @@ async fn keep_lock(mut lock: Lock, owned: Arc<Ownership>, stop: CancellationToke
         }
     }
     lock.release().await;
+}
+
+/// Records `messages` (stream sequence, reply subject) of `stream` in the hand-back ledger, all at
+/// once, then naks them in the order given. Returns the first error of a nak.
+async fn hand_back(
+    client: &NatsClient,
+    stream: &str,
+    messages: Vec<(u64, Subject)>,
+    delay: Option<Duration>,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    match client.ledger().await {
+        Ok(store) => {
+            let records = messages.iter().map(|(sequence, _)| async move {
+                if let Err(e) = store.record(&ledger::key(stream, *sequence)).await {
+                    tracing::warn!(error = %e, sequence, "recording a NATS hand-back failed; its redelivery counts as a lost attempt");
+                }
+            });
+            futures::future::join_all(records).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the NATS hand-back ledger is unavailable; these hand-backs count as lost attempts")
+        }
+    }
+    let mut first_error = Ok(());
+    for (_, reply) in messages {
+        let sent = client.core().publish(reply, Bytes::from(AckKind::Nak(delay))).await;
+        if let (Err(e), Ok(())) = (sent, &first_error) {
+            first_error = Err(nats_error("handing a message back failed", e));
+        }
+    }
+    first_error
 }
 
 /// Moves due held messages back to their subjects until `stop`; nak's the others with their remaining

@@ -405,7 +405,7 @@ impl RabbitSubscription {
             envelope,
             redelivered: d.redelivered,
             // A requeue hand-back also sets `redelivered`: a lost attempt cannot be told apart.
-            lost_attempt: false,
+            lost_attempts: 0,
             token: self.token(live, queue, d.acker),
         }
     }

@@ -426,8 +426,9 @@ impl Drop for SenderRole<'_> {
 pub struct RedisToken {
     stream: u16,
     id: String,
-    /// The delivery was a lost attempt: a hand-back in place must leave it one (see [`Count`]).
-    lost: bool,
+    /// Attempts of this entry lost with their consumers: a hand-back in place keeps them on record (see
+    /// [`Count`]).
+    lost: u32,
 }
 
 /// One stream a subscription reads, with where its delayed entries wait.
@@ -734,21 +735,20 @@ impl Drop for CreditBack<'_> {
 }
 
 /// The delivery count a hand-back in place leaves on an entry. The reclaim that takes the entry next
-/// raises it by one, and reads 2 or more as a lost attempt (see `Reader::lost_attempts`).
+/// raises it by one, and reads each delivery past the first as a lost attempt (see
+/// `Reader::lost_attempts`).
 #[derive(Clone, Copy)]
 enum Count {
-    /// 0: the next reclaim sees a hand-back, not a lost attempt.
-    HandBack,
-    /// 1: the entry was taken as a lost attempt and goes back before a handler settled it, so the
-    /// attempt is not on record yet: the next reclaim must see it again.
-    Lost,
+    /// The entry's lost attempts: the next reclaim sees them again and no more (a hand-back is not an
+    /// attempt).
+    Keep(u32),
     /// Unchanged (the reaper, which hands back what a consumer that died left: still a lost attempt).
     Kept,
 }
 
 impl Count {
     fn of(token: &RedisToken) -> Self {
-        if token.lost { Count::Lost } else { Count::HandBack }
+        Count::Keep(token.lost)
     }
 }
 
@@ -766,8 +766,7 @@ async fn hand_back_in_place(client: &RedisClient, stream: &str, id: &str, count:
         .arg("IDLE")
         .arg(HANDED_BACK_IDLE_MS);
     match count {
-        Count::HandBack => claim.arg("RETRYCOUNT").arg(0),
-        Count::Lost => claim.arg("RETRYCOUNT").arg(1),
+        Count::Keep(lost) => claim.arg("RETRYCOUNT").arg(lost),
         // JUSTID claims without raising the count.
         Count::Kept => &mut claim,
     };
@@ -947,15 +946,15 @@ impl Reader {
             };
             self.return_credits(free.saturating_sub(claimed.len()));
             let lost = self.lost_attempts(&s.name, &claimed).await;
-            for ((id, envelope), lost_attempt) in claimed.into_iter().zip(lost) {
+            for ((id, envelope), lost_attempts) in claimed.into_iter().zip(lost) {
                 let d = Delivery {
                     envelope,
                     redelivered: true,
-                    lost_attempt,
+                    lost_attempts,
                     token: RedisToken {
                         stream: i as u16,
                         id,
-                        lost: lost_attempt,
+                        lost: lost_attempts,
                     },
                 };
                 if let Err(unsent) = self.tx.send(Ok(d)).await {
@@ -966,11 +965,11 @@ impl Reader {
         Ok(())
     }
 
-    /// For each reclaimed entry, whether its last delivery was lost with its consumer rather than handed
-    /// back: the reclaim raised the delivery count to 2 or more (read once, then reclaimed) where a
-    /// hand-back, which resets the count to 0, shows 1. When the counts cannot be read the entries count
-    /// as lost, the conservative side for the retry budget.
-    async fn lost_attempts(&mut self, stream: &str, claimed: &[(String, Envelope)]) -> Vec<bool> {
+    /// For each reclaimed entry, how many of its deliveries were lost with their consumers rather than
+    /// handed back: the reclaim raised the delivery count by one, and a hand-back in place left it at the
+    /// lost attempts before it, so each delivery past the first was lost. When the counts cannot be read
+    /// an entry counts one lost attempt, the conservative side for the retry budget.
+    async fn lost_attempts(&mut self, stream: &str, claimed: &[(String, Envelope)]) -> Vec<u32> {
         if claimed.is_empty() {
             return Vec::new();
         }
@@ -991,7 +990,13 @@ impl Reader {
             }
         };
         (0..claimed.len())
-            .map(|i| counts.get(i).copied().flatten().is_none_or(|n| n >= 2))
+            .map(|i| {
+                counts
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or(1, |n| u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX))
+            })
             .collect()
     }
 
@@ -1067,11 +1072,11 @@ impl Reader {
                 let d = Delivery {
                     envelope,
                     redelivered: false,
-                    lost_attempt: false,
+                    lost_attempts: 0,
                     token: RedisToken {
                         stream: index as u16,
                         id,
-                        lost: false,
+                        lost: 0,
                     },
                 };
                 if left == 0 {
