@@ -24,6 +24,8 @@ impl Harness for InMemoryHarness {
         Capabilities {
             durable_delays: false,
             restart: false,
+            // Consumers share the broker's process: there is no consumer process to lose.
+            lost_attempts: false,
         }
     }
 

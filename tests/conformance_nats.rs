@@ -52,6 +52,8 @@ impl Harness for NatsHarness {
             // back to the topic's subject when due), not in the consumer.
             durable_delays: true,
             restart: false,
+            // The ack subject's delivery count, less the hand-backs the client recorded.
+            lost_attempts: true,
         }
     }
 

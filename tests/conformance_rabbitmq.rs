@@ -47,6 +47,8 @@ impl Harness for RabbitMqHarness {
             // topic's queue: a delayed message waits in the broker, not in the consumer.
             durable_delays: true,
             restart: false,
+            // Not yet: a classic queue reports only a redelivered flag, which a hand-back sets too.
+            lost_attempts: false,
         }
     }
 

@@ -51,6 +51,8 @@ impl Harness for RedisHarness {
             // queue, moved back to the stream when due), not in the consumer.
             durable_delays: true,
             restart: false,
+            // The pending entry's delivery count.
+            lost_attempts: true,
         }
     }
 

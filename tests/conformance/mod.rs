@@ -22,6 +22,7 @@ pub mod messages;
 pub mod observability;
 pub mod ordering;
 pub mod outcomes;
+pub mod processes;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -46,7 +47,9 @@ use tokio::time::Instant;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The upper bound of a whole scenario (a hung scenario fails instead of blocking the run).
-pub const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
+/// (A scenario whose consumers die in processes of their own waits out the broker's redelivery of their
+/// messages, twice: on NATS, a 30 s ack wait each time.)
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(150);
 
 /// How long consumers get to drain when a scenario stops them and does not test draining itself.
 pub const DRAIN: Duration = Duration::from_secs(5);
@@ -59,6 +62,10 @@ pub struct Capabilities {
     pub durable_delays: bool,
     /// [`Harness::restart_broker`] restarts the broker process, for the reconnect scenarios (rule 22).
     pub restart: bool,
+    /// The broker counts an attempt lost with its consumer's process (a crash mid-handler) against the
+    /// retry budget (rule 9), so a message that kills every consumer ends in the DLQ. Consumers run in
+    /// processes of their own that the scenario spawns; the in-process backend does not claim it.
+    pub lost_attempts: bool,
 }
 
 /// A consumer-group configuration, backend-neutral. [`Harness::group_config`] maps it to the backend's
@@ -717,6 +724,18 @@ macro_rules! conformance_suite {
             reconnect_attempts_are_bounded_when_set,
             consumers_and_publishers_resume_after_broker_restart,
         });
+
+        $crate::conformance::scenarios!(processes {
+            poison_message_that_kills_its_process_is_dead_lettered,
+        });
+
+        /// The entry point of the consumer processes that the `processes` scenarios spawn: this binary
+        /// run again on this test alone, its role in the environment. Without a role it returns at once.
+        #[test]
+        #[ignore = "the entry point of consumer processes that the processes scenarios spawn"]
+        fn conformance_child_process() {
+            $crate::conformance::processes::child_main::<ConformanceHarness>();
+        }
     };
 }
 pub(crate) use conformance_suite;

@@ -1,0 +1,245 @@
+//! Scenarios with consumers in processes of their own, which the scenario spawns and which die: the
+//! faults a consumer in the same process as the test cannot show.
+//!
+//! A child is this test binary run again on its one ignored test, `conformance_child_process` (which
+//! `conformance_suite!` generates), with its role and the queue name in environment variables. It writes
+//! what it does on its standard output, one line per event, which the parent reads.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shove::{ConsumerOptions, MessageMetadata, Outcome, TopologyBuilder, define_topic};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{DRAIN, FnHandler, Harness, Msg, Recorder, Running, skip, unique};
+
+/// The environment variable naming a child's role.
+const ROLE: &str = "SHOVE_CONFORMANCE_CHILD_ROLE";
+/// The environment variable naming the poison scenario's queue.
+const POISON_QUEUE: &str = "SHOVE_CONFORMANCE_POISON_QUEUE";
+/// The exit code of a child whose handler ends its process.
+const POISON_EXIT: i32 = 86;
+/// Retries after the first attempt, in the poison scenario's consumers.
+const POISON_MAX_RETRIES: u32 = 1;
+/// How long a child lives at most if nobody ends it (its parent died or forgot it).
+const CHILD_LIFETIME: Duration = Duration::from_secs(150);
+/// The longest a broker takes to hand a dead consumer's message to another: NATS waits out its 30 s
+/// ack wait, Redis twice the handler timeout; with room for a busy machine.
+const REDELIVERY_WAIT: Duration = Duration::from_secs(50);
+
+define_topic!(
+    Poison,
+    Msg,
+    TopologyBuilder::new(std::env::var(POISON_QUEUE).unwrap_or_else(|_| unique("poison")))
+        .dlq()
+        .build()
+);
+
+/// What the parent saw of its children and of the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    /// Child `i` wrote `line`.
+    Line(usize, String),
+    /// Child `i` exited with `code` (`None`: killed by a signal).
+    Exit(usize, Option<i32>),
+    /// The DLQ consumer got a message: its key, number and reason.
+    Dead(String, u32, String),
+}
+
+/// Spawns child `i` in `role`, with `env`, feeding its output lines and its exit into `events`.
+fn spawn_child(
+    i: usize,
+    role: &str,
+    env: &[(&str, String)],
+    events: &Arc<Recorder<Event>>,
+) -> Arc<tokio::sync::Mutex<Child>> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "conformance_child_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning a child consumer process");
+    let stdout = child.stdout.take().expect("the child's stdout");
+    let child = Arc::new(tokio::sync::Mutex::new(child));
+    let (lines, exits) = (events.clone(), events.clone());
+    let watched = child.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            lines.push(Event::Line(i, line));
+        }
+        // The output ends when the process does.
+        let status = watched.lock().await.wait().await;
+        exits.push(Event::Exit(i, status.ok().and_then(|s| s.code())));
+    });
+    child
+}
+
+/// Rules 9 and 6: a message whose handler ends the consumer's process (a crash, an out-of-memory kill)
+/// costs one attempt each time, like a `Retry`: after `max_retries + 1` such attempts it is
+/// dead-lettered with reason `max_retries_exceeded`, without another call, and the consumer that did it
+/// goes on with the next message. Needs `lost_attempts`.
+pub async fn poison_message_that_kills_its_process_is_dead_lettered<H: Harness>() {
+    if !H::capabilities().lost_attempts {
+        skip::<H>(
+            "poison_message_that_kills_its_process_is_dead_lettered",
+            "the backend does not claim to count attempts lost with their consumer (lost_attempts)",
+        );
+        return;
+    }
+    let queue = <Poison as shove::Topic>::topology().queue().to_string();
+    let broker = H::broker().await;
+    broker.topology().declare::<Poison>().await.expect("declare");
+    let events = Recorder::<Event>::new();
+    let mut sup = broker.consumer_supervisor();
+    let dead = events.clone();
+    sup.register_dlq::<Poison, _>(
+        FnHandler::dead(move |m: Msg, meta| {
+            dead.push(Event::Dead(m.key, m.n, meta.reason.unwrap_or_default()));
+            async {}
+        }),
+        ConsumerOptions::new(),
+    )
+    .expect("register the DLQ consumer");
+    let dlq = Running::supervisor(sup, DRAIN);
+    let publisher = broker.publisher().await.expect("publisher");
+    publisher
+        .publish::<Poison>(&Msg::new("poison", 0))
+        .await
+        .expect("publish");
+
+    let env = [(POISON_QUEUE, queue.clone())];
+    let is_dead = |e: &[Event]| e.iter().any(|e| matches!(e, Event::Dead(k, ..) if k == "poison"));
+    let mut children = Vec::new();
+    let max_children = POISON_MAX_RETRIES as usize + 2;
+    for i in 0..max_children {
+        children.push(spawn_child(i, "poison", &env, &events));
+        let what = format!("child {i} to end, or the poison message to be dead-lettered");
+        let seen = events
+            .wait_for_within(&what, REDELIVERY_WAIT, |e| {
+                is_dead(e) || e.iter().any(|e| matches!(e, Event::Exit(c, _) if *c == i))
+            })
+            .await;
+        if is_dead(&seen) {
+            break;
+        }
+    }
+    let all = events
+        .wait_for_within("the poison message in the DLQ", REDELIVERY_WAIT, is_dead)
+        .await;
+    let attempts: Vec<&str> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Line(_, l) => l.strip_prefix("poison-attempt "),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..=POISON_MAX_RETRIES).map(|r| r.to_string()).collect();
+    assert_eq!(
+        attempts, expected,
+        "the handler runs max_retries + 1 times, one retry count each: {all:#?}"
+    );
+    let crashes = all
+        .iter()
+        .filter(|e| matches!(e, Event::Exit(_, Some(POISON_EXIT))))
+        .count();
+    assert_eq!(crashes, POISON_MAX_RETRIES as usize + 1, "{all:#?}");
+    assert!(
+        all.iter()
+            .any(|e| matches!(e, Event::Dead(k, 0, r) if k == "poison" && r == "max_retries_exceeded")),
+        "dead-lettered with reason max_retries_exceeded: {all:#?}"
+    );
+
+    // The consumer that dead-lettered it goes on.
+    publisher
+        .publish::<Poison>(&Msg::new("good", 1))
+        .await
+        .expect("publish");
+    events
+        .wait_for_within(
+            "the next message handled by the surviving consumer",
+            REDELIVERY_WAIT,
+            |e| {
+                e.iter()
+                    .any(|e| matches!(e, Event::Line(_, l) if l == "handled good 1"))
+            },
+        )
+        .await;
+    for child in children {
+        let _ = child.lock().await.start_kill();
+    }
+    let _ = dlq.stop().await;
+}
+
+/// The body of a child process: runs the role named by the environment, then ends the process. Run as a
+/// test (without a role) it returns at once.
+pub fn child_main<H: Harness>() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime for the child");
+    let code = runtime.block_on(async move {
+        // A forgotten child ends by itself.
+        tokio::spawn(async {
+            tokio::time::sleep(CHILD_LIFETIME).await;
+            std::process::exit(3);
+        });
+        match role.as_str() {
+            "poison" => poison_consumer::<H>().await,
+            other => panic!("unknown child role {other:?}"),
+        }
+    });
+    std::process::exit(code);
+}
+
+/// Consumes `Poison` until the parent kills the process; the poison message's handler ends the process.
+async fn poison_consumer<H: Harness>() -> i32 {
+    let broker = H::broker().await;
+    let mut sup = broker.consumer_supervisor();
+    let handler = FnHandler::new(|m: Msg, meta: MessageMetadata| async move {
+        if m.key == "poison" {
+            say(&format!("poison-attempt {}", meta.retry_count));
+            std::process::exit(POISON_EXIT);
+        }
+        say(&format!("handled {} {}", m.key, m.n));
+        Outcome::Ack
+    });
+    sup.register::<Poison, _>(
+        handler,
+        ConsumerOptions::new()
+            .with_max_retries(POISON_MAX_RETRIES)
+            .with_prefetch_count(1)
+            .with_concurrent_processing(false)
+            // A short timeout: brokers that reclaim a dead consumer's messages after a multiple of it
+            // (Redis) do so soon.
+            .with_handler_timeout(Duration::from_secs(1)),
+    )
+    .expect("register");
+    say("ready");
+    let outcome = sup.run_until_timeout(std::future::pending::<()>(), DRAIN).await;
+    outcome.exit_code()
+}
+
+/// Writes one line for the parent, at once.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
