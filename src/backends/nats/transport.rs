@@ -665,10 +665,11 @@ impl NatsSubscription {
     /// less the hand-backs the ledger recorded. A first delivery reads nothing. When the ledger cannot be
     /// read, every earlier delivery counts as lost: the side on which a message that kills its consumers
     /// still ends in the DLQ.
-    async fn lost_attempts(&self, messages: &[async_nats::Message]) -> Vec<u32> {
-        let delivered: Vec<(u64, u64)> = messages.iter().map(|m| ack_info(&m.reply).unwrap_or((0, 1))).collect();
-        if delivered.iter().all(|&(_, d)| d <= 1) {
-            return vec![0; messages.len()];
+    /// `None` when every message is a first delivery (the common case, which allocates nothing).
+    async fn lost_attempts(&self, messages: &[async_nats::Message]) -> Option<Vec<u32>> {
+        let delivered = |m: &async_nats::Message| ack_info(&m.reply).unwrap_or((0, 1));
+        if messages.iter().all(|m| delivered(m).1 <= 1) {
+            return None;
         }
         let store = match self.client.ledger().await {
             Ok(store) => Some(store),
@@ -677,7 +678,7 @@ impl NatsSubscription {
                 None
             }
         };
-        let reads = delivered.iter().map(|&(sequence, d)| async move {
+        let reads = messages.iter().map(delivered).map(|(sequence, d)| async move {
             let before = u32::try_from(d.saturating_sub(1)).unwrap_or(u32::MAX);
             if before == 0 {
                 return 0;
@@ -691,7 +692,7 @@ impl NatsSubscription {
                 }
             }
         });
-        futures::future::join_all(reads).await
+        Some(futures::future::join_all(reads).await)
     }
 
     /// Hands messages back (`-NAK`, after `delay` when given), recording each in the hand-back ledger
@@ -779,13 +780,15 @@ impl Subscription for NatsSubscription {
             r = puller.pull(max.max(1), &self.owned, pulled) => r,
         };
         // Read while the messages are still in `pulled`: a cancelled receive leaves them there.
-        let lost = self.lost_attempts(pulled).await;
-        out.extend(
-            pulled
-                .drain(..)
-                .zip(lost)
-                .filter_map(|(m, lost)| self.delivery(m, lost)),
-        );
+        match self.lost_attempts(pulled).await {
+            None => out.extend(pulled.drain(..).filter_map(|m| self.delivery(m, 0))),
+            Some(lost) => out.extend(
+                pulled
+                    .drain(..)
+                    .zip(lost)
+                    .filter_map(|(m, lost)| self.delivery(m, lost)),
+            ),
+        }
         match result {
             Ok(()) => Ok(!out.is_empty()),
             // What arrived before the error is handled; the error shows on the next call if it persists.
