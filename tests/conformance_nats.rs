@@ -27,6 +27,15 @@ fn config() -> NatsConfig {
     NatsConfig::new(nats_url())
 }
 
+/// The server's address, from its URL.
+fn address() -> std::net::SocketAddr {
+    let url = nats_url();
+    let host_port = url.rsplit("://").next().unwrap_or(&url).trim_end_matches('/');
+    host_port
+        .parse()
+        .unwrap_or_else(|e| panic!("SHOVE_NATS_URL must be nats://<ip>:<port> for the proxy scenarios ({url}): {e}"))
+}
+
 /// What to do when the server is not there.
 fn start_hint() -> String {
     format!(
@@ -61,6 +70,17 @@ impl Harness for NatsHarness {
         match Broker::<Nats>::new(config()).await {
             Ok(broker) => broker,
             Err(e) => panic!("cannot connect to NATS: {e}. {}", start_hint()),
+        }
+    }
+
+    fn address() -> Option<std::net::SocketAddr> {
+        Some(address())
+    }
+
+    async fn broker_at(addr: std::net::SocketAddr) -> Broker<Nats> {
+        match Broker::<Nats>::new(NatsConfig::new(format!("nats://{addr}"))).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to NATS through {addr}: {e}. {}", start_hint()),
         }
     }
 

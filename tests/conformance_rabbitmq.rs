@@ -59,6 +59,18 @@ impl Harness for RabbitMqHarness {
         }
     }
 
+    fn address() -> Option<std::net::SocketAddr> {
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5672)))
+    }
+
+    async fn broker_at(addr: std::net::SocketAddr) -> Broker<RabbitMq> {
+        let uri = format!("amqp://guest:guest@{addr}/%2f");
+        match Broker::<RabbitMq>::new(RabbitMqConfig::new(&uri)).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to RabbitMQ through {addr}: {e}. {START_HINT}"),
+        }
+    }
+
     fn group_config(spec: &GroupSpec) -> ConsumerGroupConfig<RabbitMq> {
         // shove 0.11's RabbitMqConsumerGroupConfig has no message-size or per-key buffer settings; a
         // scenario that needs them on a group must not pass here unnoticed.

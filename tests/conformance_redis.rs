@@ -26,6 +26,15 @@ fn config() -> RedisConfig {
     RedisConfig::new(RedisMode::Standalone { url: redis_url() })
 }
 
+/// The server's address, from its URL (`redis://<ip>:<port>/`).
+fn address() -> std::net::SocketAddr {
+    let url = redis_url();
+    let host_port = url.rsplit("://").next().unwrap_or(&url).trim_end_matches('/');
+    host_port
+        .parse()
+        .unwrap_or_else(|e| panic!("SHOVE_REDIS_URL must be redis://<ip>:<port>/ for the proxy scenarios ({url}): {e}"))
+}
+
 /// What to do when the server is not there.
 fn start_hint() -> String {
     format!(
@@ -60,6 +69,20 @@ impl Harness for RedisHarness {
         match Broker::<Redis>::new(config()).await {
             Ok(broker) => broker,
             Err(e) => panic!("cannot connect to Redis: {e}. {}", start_hint()),
+        }
+    }
+
+    fn address() -> Option<std::net::SocketAddr> {
+        Some(address())
+    }
+
+    async fn broker_at(addr: std::net::SocketAddr) -> Broker<Redis> {
+        let config = RedisConfig::new(RedisMode::Standalone {
+            url: format!("redis://{addr}/"),
+        });
+        match Broker::<Redis>::new(config).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to Redis through {addr}: {e}. {}", start_hint()),
         }
     }
 

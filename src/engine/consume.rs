@@ -370,9 +370,16 @@ fn job_for<Tok>(a: Admit<Tok>) -> Option<Job<Tok>> {
     }
 }
 
+/// The wait before reconnect attempt `attempt` (1-based): doubling from the first delay up to the cap,
+/// then spread by ±25 % so that the consumers of a fleet that lost the broker together do not come back
+/// in step (contract rule 22). The one reconnect policy of every backend: transports report each failed
+/// attempt as an error, and the engine counts them against `max_reconnect_attempts`.
 fn backoff(attempt: u32) -> Duration {
     let (first, cap) = RECONNECT_BACKOFF;
-    first.saturating_mul(1 << attempt.min(16)).min(cap)
+    let base = first.saturating_mul(1 << attempt.min(16)).min(cap);
+    // A factor in [0.75, 1.25).
+    let spread = 0.75 + (crate::transport::random_u64() % 1000) as f64 / 2000.0;
+    base.mul_f64(spread)
 }
 
 async fn subscribe_with_retry<Tr: Transport>(
@@ -832,3 +839,21 @@ async fn settle_logged<T, H, S>(
 #[cfg(test)]
 #[path = "consume_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_double_up_to_the_cap_with_a_spread() {
+        let (first, cap) = RECONNECT_BACKOFF;
+        for attempt in 1..=30 {
+            let base = first.saturating_mul(1 << attempt.min(16)).min(cap);
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            for w in &waits {
+                assert!(*w >= base.mul_f64(0.75) && *w < base.mul_f64(1.25), "attempt {attempt}: {w:?}");
+            }
+            assert!(waits.iter().any(|w| *w != waits[0]), "attempt {attempt}: no spread in {waits:?}");
+        }
+    }
+}

@@ -41,6 +41,11 @@ fn next_u128() -> u128 {
     })
 }
 
+/// A random number from the per-thread generator (not for secrets): for jitter.
+pub(crate) fn random_u64() -> u64 {
+    next_u128() as u64
+}
+
 /// A random (version 4) UUID as the message id. Uses a per-thread generator seeded from the OS, because
 /// asking the OS for every message would cost more than the rest of the publish path.
 pub(crate) fn new_message_id() -> MessageId {

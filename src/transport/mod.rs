@@ -19,7 +19,7 @@ mod ids;
 #[cfg(broker_backend)]
 pub(crate) mod wire;
 
-pub(crate) use ids::{new_message_id, no_headers};
+pub(crate) use ids::{new_message_id, no_headers, random_u64};
 
 /// Dead-letter reasons, identical on every backend.
 pub(crate) mod reasons {

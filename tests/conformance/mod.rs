@@ -14,6 +14,7 @@
 //! - A scenario whose capability the harness does not claim is skipped *visibly* ([`skip`]), never passed
 //!   silently.
 
+pub mod connections;
 pub mod consumers;
 pub mod durability;
 pub mod facades;
@@ -23,6 +24,7 @@ pub mod observability;
 pub mod ordering;
 pub mod outcomes;
 pub mod processes;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -133,6 +135,18 @@ pub trait Harness: Send + Sync + 'static {
     /// The backend's consumer-group configuration for `spec`. May panic for an invalid spec (min > max),
     /// as a configuration error at build time is allowed by contract rule 21.
     fn group_config(spec: &GroupSpec) -> ConsumerGroupConfig<Self::B>;
+
+    /// The broker's loopback address, for the scenarios that put a [`proxy::Proxy`] in front of it
+    /// (`None`: no network connection, the in-process backend).
+    fn address() -> Option<std::net::SocketAddr> {
+        None
+    }
+
+    /// A fresh connection to the broker at `addr` (a proxy in front of it). Called only when
+    /// [`Harness::address`] is `Some`.
+    fn broker_at(addr: std::net::SocketAddr) -> impl Future<Output = Broker<Self::B>> + Send {
+        async move { panic!("this harness has an address but does not implement broker_at({addr})") }
+    }
 
     /// Restarts the broker process and returns once it accepts connections again. Called only when
     /// [`Capabilities::restart`] is claimed.
@@ -723,6 +737,12 @@ macro_rules! conformance_suite {
             broker_close_stops_consumers_and_refuses_publishes,
             reconnect_attempts_are_bounded_when_set,
             consumers_and_publishers_resume_after_broker_restart,
+        });
+
+        $crate::conformance::scenarios!(connections {
+            a_connection_cut_mid_stream_loses_nothing,
+            a_10s_stall_loses_nothing,
+            reconnect_bound_ends_the_consumer_during_a_live_outage,
         });
 
         $crate::conformance::scenarios!(processes {

@@ -93,6 +93,7 @@ impl Puller {
     /// `max` in all. Requests are sent only while `owned` is held (a sequenced topic's standby waits).
     /// Returns without messages only when the credits semaphore closed.
     pub(super) async fn pull(&mut self, max: usize, owned: &Ownership, out: &mut Vec<Message>) -> Result<()> {
+        self.check_connected()?;
         self.open_inbox().await?;
         loop {
             if self.open.is_empty() {
@@ -148,9 +149,24 @@ impl Puller {
                         return Ok(());
                     }
                 }
-                Event::Lost => self.end_oldest(),
+                Event::Lost => {
+                    self.end_oldest();
+                    // A request that got no answer: report a lost connection, so that the engine counts
+                    // it against `max_reconnect_attempts` (the client keeps reconnecting meanwhile).
+                    self.check_connected()?;
+                }
                 Event::Credits(count) => self.request(count).await?,
             }
+        }
+    }
+
+    /// A [`ShoveError::Connection`] while the client is not connected to the server.
+    fn check_connected(&self) -> Result<()> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(ShoveError::Connection(format!(
+                "the NATS server is unreachable (connection {state:?}); the client keeps reconnecting"
+            ))),
         }
     }
 

@@ -81,6 +81,8 @@ use super::credits::Credits;
 use super::ledger;
 use super::puller::{PULL_EXPIRES, Puller};
 
+/// How long a closing subscription waits for its last acknowledgements to be written.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The server redelivers a message not acknowledged (or extended) within this time.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often the ack wait of messages being handled is extended.
@@ -878,7 +880,8 @@ impl Subscription for NatsSubscription {
         if let Some(keeper) = self.keeper.lock().await.take() {
             let _ = keeper.await;
         }
-        let _ = self.client.core().flush().await;
+        // Bounded: while the server is unreachable a flush would wait for the reconnect.
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.client.core().flush()).await;
     }
 }
 
@@ -987,6 +990,13 @@ async fn hand_back(
 ) -> Result<()> {
     if messages.is_empty() {
         return Ok(());
+    }
+    // Without a connection neither the records nor the naks can go out (and waiting for them would hold
+    // up a consumer that is giving up): the server redelivers the messages after their ack wait.
+    if client.core().connection_state() != async_nats::connection::State::Connected {
+        return Err(ShoveError::Connection(
+            "the NATS server is unreachable; unsettled messages come back after their ack wait".into(),
+        ));
     }
     match client.ledger().await {
         Ok(store) => {

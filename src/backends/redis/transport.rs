@@ -873,7 +873,9 @@ impl Reader {
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, attempt = failures, "Redis consumer read failed; retrying");
-                    if failures == 5 && self.tx.send(Err(e)).await.is_err() {
+                    // Every failure reaches the engine, which counts them against `max_reconnect_attempts`
+                    // the same way on every backend.
+                    if self.tx.send(Err(e)).await.is_err() {
                         break;
                     }
                     tokio::select! {
