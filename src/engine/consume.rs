@@ -851,9 +851,15 @@ mod backoff_tests {
             let base = first.saturating_mul(1 << attempt.min(16)).min(cap);
             let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
             for w in &waits {
-                assert!(*w >= base.mul_f64(0.75) && *w < base.mul_f64(1.25), "attempt {attempt}: {w:?}");
+                assert!(
+                    *w >= base.mul_f64(0.75) && *w < base.mul_f64(1.25),
+                    "attempt {attempt}: {w:?}"
+                );
             }
-            assert!(waits.iter().any(|w| *w != waits[0]), "attempt {attempt}: no spread in {waits:?}");
+            assert!(
+                waits.iter().any(|w| *w != waits[0]),
+                "attempt {attempt}: no spread in {waits:?}"
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! | generic type | in-process | RabbitMQ | Redis | NATS |
 //! |---|---|---|---|---|
+//! | [`BackendPublisher<B>`] | `InMemoryPublisher` | `RabbitMqPublisher` | `RedisPublisher` | `NatsPublisher` |
 //! | [`BackendConsumer<B>`] | `InMemoryConsumer` | `RabbitMqConsumer` | `RedisConsumer` | `NatsConsumer` |
 //! | [`BackendGroupConfig<B>`] | `InMemoryConsumerGroupConfig` | `RabbitMqConsumerGroupConfig` | `RedisConsumerGroupConfig` | `NatsConsumerGroupConfig` |
 //! | [`BackendGroup<B>`] | `InMemoryConsumerGroup` | `RabbitMqConsumerGroup` | `RedisConsumerGroup` | `NatsConsumerGroup` |
@@ -18,9 +19,11 @@
 mod autoscaler;
 mod consumer;
 mod group;
+mod publisher;
 mod registry;
 
 pub use autoscaler::{BackendAutoscaler, QueueDepthProvider};
 pub use consumer::BackendConsumer;
 pub use group::{BackendGroup, BackendGroupConfig};
+pub use publisher::BackendPublisher;
 pub use registry::BackendGroupRegistry;

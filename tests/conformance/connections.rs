@@ -86,7 +86,9 @@ pub async fn a_connection_cut_mid_stream_loses_nothing<H: Harness>() {
     }
     let seen = probe
         .live
-        .wait_for_within("every message after the cut", WAIT * 4, |s| counts(s).len() == TOTAL as usize)
+        .wait_for_within("every message after the cut", WAIT * 4, |s| {
+            counts(s).len() == TOTAL as usize
+        })
         .await;
     let duplicates: usize = counts(&seen).values().map(|c| c - 1).sum();
     assert!(
@@ -135,7 +137,9 @@ pub async fn a_10s_stall_loses_nothing<H: Harness>() {
     proxy.stall(false);
     let seen = probe
         .live
-        .wait_for_within("every message after the stall", WAIT * 4, |s| counts(s).len() == TOTAL as usize)
+        .wait_for_within("every message after the stall", WAIT * 4, |s| {
+            counts(s).len() == TOTAL as usize
+        })
         .await;
     let duplicates: usize = counts(&seen).values().map(|c| c - 1).sum();
     assert!(
@@ -165,11 +169,17 @@ pub async fn reconnect_bound_ends_the_consumer_during_a_live_outage<H: Harness>(
     .expect("register");
     let running = Running::supervisor(sup, DRAIN);
     publisher.publish::<Outage>(&Msg::new("m", 1)).await.expect("publish");
-    probe.live.wait_for("the consumer is connected", |s| !s.is_empty()).await;
+    probe
+        .live
+        .wait_for("the consumer is connected", |s| !s.is_empty())
+        .await;
     proxy.refuse();
     let outcome = running
         .ended_within(WAIT * 4, "after its reconnect attempts were used up during the outage")
         .await;
-    assert!(outcome.errors >= 1, "the consumer's failure must be reported: {outcome:?}");
+    assert!(
+        outcome.errors >= 1,
+        "the consumer's failure must be reported: {outcome:?}"
+    );
     assert_eq!(outcome.exit_code(), 1, "{outcome:?}");
 }

@@ -28,8 +28,13 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `upstream` (a loopback address), accepting at once.
     pub async fn start(upstream: SocketAddr) -> Self {
-        assert!(upstream.ip().is_loopback(), "the proxy forwards to loopback only, not {upstream}");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the proxy on 127.0.0.1");
+        assert!(
+            upstream.ip().is_loopback(),
+            "the proxy forwards to loopback only, not {upstream}"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy on 127.0.0.1");
         let port = listener.local_addr().expect("the proxy's address").port();
         let proxy = Self {
             port,

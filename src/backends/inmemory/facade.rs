@@ -1,6 +1,5 @@
 //! The in-process facade types named as in shove: publisher, consumer, declarer, stats, autoscaler.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,66 +9,18 @@ use super::broker::InMemoryBroker;
 use super::registry::InMemoryConsumerGroupRegistry;
 use crate::autoscaler::{Autoscaler, AutoscalerConfig, Stabilized, ThresholdStrategy};
 use crate::error::Result;
-use crate::facade::{BackendAutoscaler, BackendConsumer, QueueDepthProvider};
+use crate::facade::{BackendAutoscaler, BackendConsumer, BackendPublisher, QueueDepthProvider};
 use crate::markers::InMemory;
-use crate::publisher;
-use crate::topic::Topic;
 use crate::topology::{QueueTopology, shard_queue_name};
 use crate::transport::Transport;
 
-/// Publishes to an [`InMemoryBroker`].
-#[derive(Clone)]
-pub struct InMemoryPublisher {
-    broker: InMemoryBroker,
-}
+/// Publishes to an [`InMemoryBroker`]; a publish waits while the queue is at capacity.
+pub type InMemoryPublisher = BackendPublisher<InMemory>;
 
-impl InMemoryPublisher {
+impl BackendPublisher<InMemory> {
     /// A publisher on `broker`.
     pub fn new(broker: InMemoryBroker) -> Self {
-        Self { broker }
-    }
-
-    pub(super) fn broker(&self) -> &InMemoryBroker {
-        &self.broker
-    }
-
-    /// Publishes one message; waits while the queue is at capacity.
-    ///
-    /// # Errors
-    ///
-    /// As [`Publisher::publish`](crate::Publisher::publish).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: a message may or may not have been stored.
-    pub async fn publish<T: Topic>(&self, message: &T::Message) -> Result<()> {
-        publisher::publish_one::<T, _>(self, message, None).await
-    }
-
-    /// Publishes one message with user headers.
-    ///
-    /// # Errors
-    ///
-    /// As [`Publisher::publish_with_headers`](crate::Publisher::publish_with_headers).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe.
-    pub async fn publish_with_headers<T: Topic>(
-        &self,
-        message: &T::Message,
-        headers: HashMap<String, String>,
-    ) -> Result<()> {
-        publisher::publish_one::<T, _>(self, message, Some(headers)).await
-    }
-
-    /// Publishes several messages in order; returns how many were stored and the first error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe.
-    pub async fn publish_batch<T: Topic>(&self, messages: &[T::Message]) -> (u64, Result<()>) {
-        publisher::publish_many::<T, _>(self, messages).await
+        Self::on(broker)
     }
 }
 

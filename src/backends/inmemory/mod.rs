@@ -16,12 +16,12 @@ pub use facade::{
 pub use registry::{InMemoryConsumerGroup, InMemoryConsumerGroupConfig, InMemoryConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::{Result, ShoveError};
 use crate::markers::InMemory;
 use crate::topology::QueueTopology;
-use crate::transport::{Depth, Envelope, Transport};
+use crate::transport::Depth;
 
 impl sealed::Sealed for InMemory {}
 
@@ -76,12 +76,6 @@ impl HasCoordinatedGroups for InMemory {
 
     fn make_registry(client: &InMemoryBroker) -> InMemoryConsumerGroupRegistry {
         InMemoryConsumerGroupRegistry::new(client.clone())
-    }
-}
-
-impl PublisherImpl for InMemoryPublisher {
-    async fn publish_envelopes(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
-        self.broker().publish(topology, messages).await
     }
 }
 

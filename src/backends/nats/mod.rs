@@ -22,12 +22,12 @@ pub use publisher::NatsPublisher;
 pub use registry::{NatsConsumerGroup, NatsConsumerGroupConfig, NatsConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Nats;
 use crate::topology::QueueTopology;
-use crate::transport::{Depth, Envelope};
+use crate::transport::Depth;
 
 impl sealed::Sealed for Nats {}
 
@@ -79,12 +79,6 @@ impl HasCoordinatedGroups for Nats {
 
     fn make_registry(client: &NatsClient) -> NatsConsumerGroupRegistry {
         NatsConsumerGroupRegistry::new(client.clone())
-    }
-}
-
-impl PublisherImpl for NatsPublisher {
-    async fn publish_envelopes(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
-        self.send(topology, messages).await
     }
 }
 

@@ -2,80 +2,23 @@
 //! backend; the transport publishes them to the topic's stream and waits for the server's
 //! acknowledgements.
 
-use std::collections::HashMap;
-
 use super::client::NatsClient;
-use super::transport;
+use crate::backend::internal::ClientImpl;
 use crate::error::Result;
-use crate::publisher;
-use crate::topic::Topic;
-use crate::topology::QueueTopology;
-use crate::transport::Envelope;
+use crate::facade::BackendPublisher;
+use crate::markers::Nats;
 
-/// Publishes to NATS JetStream. Cheap to clone; clones share the connection.
-#[derive(Clone)]
-pub struct NatsPublisher {
-    client: NatsClient,
-}
+/// Publishes to JetStream; a publish returns once the server stored the message. The first publish of a
+/// message carries its id as `Nats-Msg-Id`, the server's deduplication id.
+pub type NatsPublisher = BackendPublisher<Nats>;
 
-impl NatsPublisher {
-    /// A publisher on `client`'s connection.
+impl BackendPublisher<Nats> {
+    /// A publisher on `client`.
     ///
     /// # Errors
     ///
-    /// None in practice: the connection already exists (the signature is shove 0.11's).
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe.
+    /// None today; `async` and fallible as in shove 0.11.
     pub async fn new(client: NatsClient) -> Result<Self> {
-        Ok(Self { client })
-    }
-
-    /// Publishes one message; returns once the stream stored it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Publisher::publish`](crate::Publisher::publish).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe: the message may or may not have been stored.
-    pub async fn publish<T: Topic>(&self, message: &T::Message) -> Result<()> {
-        publisher::publish_one::<T, _>(self, message, None).await
-    }
-
-    /// Publishes one message with user headers.
-    ///
-    /// # Errors
-    ///
-    /// As [`Publisher::publish_with_headers`](crate::Publisher::publish_with_headers).
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe.
-    pub async fn publish_with_headers<T: Topic>(
-        &self,
-        message: &T::Message,
-        extra_headers: HashMap<String, String>,
-    ) -> Result<()> {
-        publisher::publish_one::<T, _>(self, message, Some(extra_headers)).await
-    }
-
-    /// Publishes several messages, each with its own id, in order; returns how many the stream stored and
-    /// the first error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe.
-    pub async fn publish_batch<T: Topic>(&self, messages: &[T::Message]) -> (u64, Result<()>) {
-        publisher::publish_many::<T, _>(self, messages).await
-    }
-
-    pub(crate) async fn send(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
-        if let Err(e) = self.client.check_open() {
-            return (0, Err(e));
-        }
-        transport::publish_envelopes(&self.client, topology, messages).await
+        Ok(Self::on(client.transport()))
     }
 }

@@ -6,6 +6,7 @@ mod facade;
 mod headers;
 mod management;
 mod management_tls;
+mod publish;
 mod publisher;
 mod registry;
 mod topology;
@@ -24,12 +25,12 @@ pub use publisher::RabbitMqPublisher;
 pub use registry::{ConsumerGroupRegistry, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::RabbitMq;
 use crate::topology::QueueTopology;
-use crate::transport::{Depth, Envelope};
+use crate::transport::Depth;
 
 impl sealed::Sealed for RabbitMq {}
 
@@ -81,12 +82,6 @@ impl HasCoordinatedGroups for RabbitMq {
 
     fn make_registry(client: &RabbitMqClient) -> ConsumerGroupRegistry {
         ConsumerGroupRegistry::new(client.clone())
-    }
-}
-
-impl PublisherImpl for RabbitMqPublisher {
-    async fn publish_envelopes(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
-        self.send(topology, messages).await
     }
 }
 

@@ -10,7 +10,6 @@
 //! - `Release`: `basic.nack` with requeue; with a delay, through a per-queue delay queue.
 
 use std::collections::HashSet;
-#[cfg(feature = "rabbitmq-transactional")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use lapin::{Channel, Consumer};
 
 use super::client::{RabbitMqClient, amqp_error};
 use super::headers;
+use super::publish::PublishPool;
 use super::topology;
 use crate::error::{Result, ShoveError};
 use crate::topology::{QueueTopology, shard_queue_name};
@@ -42,11 +42,22 @@ const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct RabbitTransport {
     client: RabbitMqClient,
+    /// A publisher's confirm channels (`None` for a consumer's transport, which publishes on a channel of
+    /// its own per call).
+    pool: Option<Arc<PublishPool>>,
 }
 
 impl RabbitTransport {
     pub(crate) fn new(client: RabbitMqClient) -> Self {
-        Self { client }
+        Self { client, pool: None }
+    }
+
+    /// A transport that publishes on `pool`.
+    pub(crate) fn with_pool(client: RabbitMqClient, pool: Arc<PublishPool>) -> Self {
+        Self {
+            client,
+            pool: Some(pool),
+        }
     }
 }
 
@@ -127,6 +138,9 @@ impl Transport for RabbitTransport {
     }
 
     async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        if let Some(pool) = &self.pool {
+            return pool.publish(&self.client, topology, messages).await;
+        }
         let channel = match self.client.create_confirm_channel().await {
             Ok(c) => c,
             Err(e) => return (0, Err(e)),

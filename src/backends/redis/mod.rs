@@ -21,12 +21,12 @@ pub use registry::{RedisConsumerGroup, RedisConsumerGroupConfig, RedisConsumerGr
 pub use transport::spawn_reaper;
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{PublisherImpl, QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Redis;
 use crate::topology::QueueTopology;
-use crate::transport::{Depth, Envelope};
+use crate::transport::Depth;
 
 impl sealed::Sealed for Redis {}
 
@@ -78,12 +78,6 @@ impl HasCoordinatedGroups for Redis {
 
     fn make_registry(client: &RedisClient) -> RedisConsumerGroupRegistry {
         RedisConsumerGroupRegistry::new(client.clone())
-    }
-}
-
-impl PublisherImpl for RedisPublisher {
-    async fn publish_envelopes(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
-        self.send(topology, messages).await
     }
 }
 
