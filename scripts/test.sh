@@ -83,7 +83,60 @@ trap run_cleanup EXIT
 # Unlike the rule above, a node this script starts is deliberately left running (no at_exit stop): it is
 # the Debian system service, with its data in /var/lib/rabbitmq rather than ./.broker-data, and CI machines
 # keep it between runs; stopping it would only make the next run pay the install check and start-up again.
+# Each test run declares hundreds of queues, most of them quorum queues with files of their own. With the
+# usual soft limit of 1024 open files the node stops answering once the queues of a few runs pile up
+# (seen: connections time out, rabbitmqctl hangs). The node's start script runs it through `su`, which
+# resets the limits, so the soft limit is raised to the hard one in rabbitmq-env.conf, which that script
+# reads; a running node with a lower limit, or one that does not answer, is restarted once.
+ensure_rabbitmq_open_files() {
+    local conf=/etc/rabbitmq/rabbitmq-env.conf
+    mkdir -p /etc/rabbitmq
+    if ! grep -q '^ulimit -S -n' "$conf" 2>/dev/null; then
+        echo 'ulimit -S -n "$(ulimit -H -n)"' >>"$conf"
+    fi
+}
+
+# rabbitmq_needs_restart: true when the running node's open-files soft limit is below its hard limit and
+# below 8192, or when the node does not answer.
+rabbitmq_needs_restart() {
+    local pid soft hard
+    pid=$(pgrep -f 'beam.smp.*rabbit' | head -1) || return 1
+    read -r soft hard < <(awk '/Max open files/ {print $4, $5}' "/proc/$pid/limits")
+    if [[ $soft =~ ^[0-9]+$ && $hard =~ ^[0-9]+$ ]] && ((soft < hard && soft < 8192)); then
+        return 0
+    fi
+    ! timeout 40 rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1
+}
+
+# await_rabbitmq: waits (60 s at most) until the node has booted.
+await_rabbitmq() {
+    current_step="rabbitmqctl await_startup"
+    step "waiting for RabbitMQ to start"
+    local deadline=$(($(now_ms) + 60000))
+    until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
+        if (($(now_ms) >= deadline)); then
+            echo "RabbitMQ did not start within 60s (see /var/log/rabbitmq)" >&2
+            return 1
+        fi
+        sleep 1
+    done
+}
+
 start_rabbitmq() {
+    if command -v rabbitmq-server >/dev/null 2>&1; then
+        ensure_rabbitmq_open_files
+    fi
+    if port_open 127.0.0.1 5672 && command -v rabbitmqctl >/dev/null 2>&1 && rabbitmq_needs_restart; then
+        step "restarting RabbitMQ (open-files limit below its hard limit, or the node does not answer)"
+        timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || pkill -9 -f 'beam.smp.*rabbit' || true
+        local deadline=$(($(now_ms) + 30000))
+        while port_open 127.0.0.1 5672 && (($(now_ms) < deadline)); do
+            sleep 0.5
+        done
+        run rabbitmq-server -detached
+        await_rabbitmq
+        wait_for_port 127.0.0.1 5672 30
+    fi
     if ! port_open 127.0.0.1 5672; then
         if ! command -v rabbitmq-server >/dev/null 2>&1; then
             run apt-get update
@@ -97,19 +150,11 @@ start_rabbitmq() {
                 printf '%s\n' 'listeners.tcp.default = 127.0.0.1:5672' 'management.tcp.ip = 127.0.0.1' \
                     >/etc/rabbitmq/rabbitmq.conf
             fi
+            ensure_rabbitmq_open_files
             run rabbitmq-server -detached
         fi
         # await_startup fails at once while the node is still booting: retry it, bounded.
-        current_step="rabbitmqctl await_startup"
-        step "waiting for RabbitMQ to start"
-        local deadline=$(($(now_ms) + 60000))
-        until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
-            if (($(now_ms) >= deadline)); then
-                echo "RabbitMQ did not start within 60s (see /var/log/rabbitmq)" >&2
-                return 1
-            fi
-            sleep 1
-        done
+        await_rabbitmq
         wait_for_port 127.0.0.1 5672 30
     fi
     # Also on a node that was already running: enabling is idempotent and takes effect without a restart.
