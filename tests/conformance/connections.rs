@@ -53,6 +53,21 @@ fn counts(seen: &[super::Seen<Msg>]) -> BTreeMap<u32, usize> {
     counts
 }
 
+/// Waits until messages `0..total` were all handled (none lost), then checks the duplicates: a message
+/// handled twice is one the broker had handed to the consumer when its connection went, so at most the
+/// prefetch window, twice over.
+async fn every_message_handled(probe: &Probe<Msg>, total: u32, what: &str) {
+    let seen = probe
+        .live
+        .wait_for_within(what, WAIT * 4, |s| counts(s).len() == total as usize)
+        .await;
+    let duplicates: usize = counts(&seen).values().map(|c| c - 1).sum();
+    assert!(
+        duplicates <= 2 * usize::from(PREFETCH),
+        "{duplicates} duplicates; at most the prefetch window, twice over, may be delivered again"
+    );
+}
+
 /// Rule 22: every connection of a consumer and a publisher is cut mid-stream; both reconnect and resume.
 /// Every message is handled (none lost); a message handled twice is one the broker had handed to the
 /// consumer when its connection went (at most the prefetch window, twice over).
@@ -84,17 +99,7 @@ pub async fn a_connection_cut_mid_stream_loses_nothing<H: Harness>() {
     for n in TOTAL / 2..TOTAL {
         publish_until_stored::<_, Cut>(&publisher, &Msg::new("m", n)).await;
     }
-    let seen = probe
-        .live
-        .wait_for_within("every message after the cut", WAIT * 4, |s| {
-            counts(s).len() == TOTAL as usize
-        })
-        .await;
-    let duplicates: usize = counts(&seen).values().map(|c| c - 1).sum();
-    assert!(
-        duplicates <= 2 * usize::from(PREFETCH),
-        "{duplicates} duplicates; at most the prefetch window, twice over, may be delivered again"
-    );
+    every_message_handled(&probe, TOTAL, "every message after the cut").await;
     let outcome = running.stop().await;
     assert_eq!(outcome.exit_code(), 0, "{outcome:?}");
 }
@@ -135,17 +140,7 @@ pub async fn a_10s_stall_loses_nothing<H: Harness>() {
     // Waiting out the stall is the point of the scenario: the consumer must come back by itself.
     tokio::time::sleep(STALL).await;
     proxy.stall(false);
-    let seen = probe
-        .live
-        .wait_for_within("every message after the stall", WAIT * 4, |s| {
-            counts(s).len() == TOTAL as usize
-        })
-        .await;
-    let duplicates: usize = counts(&seen).values().map(|c| c - 1).sum();
-    assert!(
-        duplicates <= 2 * usize::from(PREFETCH),
-        "{duplicates} duplicates; at most the prefetch window, twice over, may be delivered again"
-    );
+    every_message_handled(&probe, TOTAL, "every message after the stall").await;
     let _ = running.stop().await;
 }
 

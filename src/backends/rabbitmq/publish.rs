@@ -5,11 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::Channel;
-use lapin::options::BasicPublishOptions;
 
-use super::client::{RabbitMqClient, amqp_error};
-use super::headers;
-use super::transport::route;
+use super::client::RabbitMqClient;
+use super::transport::{await_confirm, route, send_persistent};
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::Envelope;
@@ -74,24 +72,11 @@ impl PublishPool {
             let mut confirms = Vec::with_capacity(messages.len());
             for env in &messages {
                 let (exchange, routing_key) = route(topology, env);
-                let sent = channel
-                    .basic_publish(
-                        exchange,
-                        routing_key,
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        &env.payload,
-                        headers::properties(env),
-                    )
-                    .await;
-                match sent {
+                match send_persistent(channel, exchange, routing_key, env).await {
                     Ok(c) => confirms.push(c),
                     Err(e) => {
                         *guard = None;
-                        confirms.clear();
-                        return (0, Err(amqp_error("publishing to RabbitMQ failed", e)));
+                        return (0, Err(e));
                     }
                 }
             }
@@ -99,24 +84,7 @@ impl PublishPool {
         };
         let mut accepted = 0u64;
         for confirm in confirms {
-            let outcome = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                Err(_) => Err(ShoveError::Connection(format!(
-                    "RabbitMQ did not confirm a publish to '{}' within {CONFIRM_TIMEOUT:?}",
-                    topology.queue()
-                ))),
-                Ok(Err(e)) => Err(amqp_error("publishing to RabbitMQ failed", e)),
-                Ok(Ok(c)) if !c.is_ack() => Err(ShoveError::Connection(format!(
-                    "RabbitMQ refused a publish to '{}' (nack)",
-                    topology.queue()
-                ))),
-                Ok(Ok(c)) => match c.take_message() {
-                    Some(_) => Err(ShoveError::Topology(format!(
-                        "RabbitMQ could not route a message of '{}': its queues do not exist; declare the topic",
-                        topology.queue()
-                    ))),
-                    None => Ok(()),
-                },
-            };
+            let outcome = await_confirm(confirm, CONFIRM_TIMEOUT, &format!("'{}'", topology.queue())).await;
             // Confirms arrive in order: the first failure ends the count.
             if let Err(e) = outcome {
                 return (accepted, Err(e));

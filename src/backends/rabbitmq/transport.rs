@@ -20,7 +20,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Consumer};
+use lapin::{Channel, Consumer, PublisherConfirm};
 
 use super::client::{RabbitMqClient, amqp_error};
 use super::headers;
@@ -73,16 +73,15 @@ pub(crate) fn route(topology: &QueueTopology, env: &Envelope) -> (ShortString, S
     }
 }
 
-/// Publishes `env` to `exchange`/`routing_key` on a confirm channel and waits for the broker's confirm.
-pub(crate) async fn publish_confirmed(
+/// Publishes `env` (persistent, mandatory) to `exchange`/`routing_key` on a confirm channel; the returned
+/// confirm is awaited with [`await_confirm`].
+pub(crate) async fn send_persistent(
     channel: &Channel,
     exchange: ShortString,
     routing_key: ShortString,
     env: &Envelope,
-    timeout: Duration,
-) -> Result<()> {
-    let target = format!("{}/{}", exchange.as_str(), routing_key.as_str());
-    let confirm = channel
+) -> Result<PublisherConfirm> {
+    channel
         .basic_publish(
             exchange,
             routing_key,
@@ -94,7 +93,12 @@ pub(crate) async fn publish_confirmed(
             headers::properties(env),
         )
         .await
-        .map_err(|e| amqp_error("publishing to RabbitMQ failed", e))?;
+        .map_err(|e| amqp_error("publishing to RabbitMQ failed", e))
+}
+
+/// Waits up to `timeout` for the broker's confirm of a publish to `target`: an error unless it was
+/// stored (a nack, or a message returned unroutable because its queue does not exist).
+pub(crate) async fn await_confirm(confirm: PublisherConfirm, timeout: Duration, target: &str) -> Result<()> {
     let confirmation = tokio::time::timeout(timeout, confirm)
         .await
         .map_err(|_| {
@@ -114,6 +118,19 @@ pub(crate) async fn publish_confirmed(
         )));
     }
     Ok(())
+}
+
+/// Publishes `env` to `exchange`/`routing_key` on a confirm channel and waits for the broker's confirm.
+pub(crate) async fn publish_confirmed(
+    channel: &Channel,
+    exchange: ShortString,
+    routing_key: ShortString,
+    env: &Envelope,
+    timeout: Duration,
+) -> Result<()> {
+    let target = format!("{}/{}", exchange.as_str(), routing_key.as_str());
+    let confirm = send_persistent(channel, exchange, routing_key, env).await?;
+    await_confirm(confirm, timeout, &target).await
 }
 
 /// RabbitMQ's own consumer settings, from `ConsumerOptions<RabbitMq>`.
