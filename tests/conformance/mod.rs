@@ -747,6 +747,8 @@ macro_rules! conformance_suite {
 
         $crate::conformance::scenarios!(processes {
             poison_message_that_kills_its_process_is_dead_lettered,
+            kill_9_mid_handler_loses_nothing,
+            kill_9_during_a_retry_delay_loses_nothing,
         });
 
         /// The entry point of the consumer processes that the `processes` scenarios spawn: this binary

@@ -17,8 +17,8 @@ use super::{DRAIN, FnHandler, Harness, Msg, Recorder, Running, skip, unique};
 
 /// The environment variable naming a child's role.
 const ROLE: &str = "SHOVE_CONFORMANCE_CHILD_ROLE";
-/// The environment variable naming the poison scenario's queue.
-const POISON_QUEUE: &str = "SHOVE_CONFORMANCE_POISON_QUEUE";
+/// The environment variable naming the queue of the scenario a child takes part in.
+const QUEUE: &str = "SHOVE_CONFORMANCE_CHILD_QUEUE";
 /// The exit code of a child whose handler ends its process.
 const POISON_EXIT: i32 = 86;
 /// Retries after the first attempt, in the poison scenario's consumers.
@@ -29,13 +29,26 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(150);
 /// ack wait, Redis twice the handler timeout; with room for a busy machine.
 const REDELIVERY_WAIT: Duration = Duration::from_secs(50);
 
+/// A queue name: the parent's (from [`QUEUE`]) in a child, a new one in the parent.
+fn queue_name(name: &str) -> String {
+    std::env::var(QUEUE).unwrap_or_else(|_| unique(name))
+}
+
+define_topic!(Poison, Msg, TopologyBuilder::new(queue_name("poison")).dlq().build());
+define_topic!(Crashed, Msg, TopologyBuilder::new(queue_name("crash")).dlq().build());
 define_topic!(
-    Poison,
+    Delayed,
     Msg,
-    TopologyBuilder::new(std::env::var(POISON_QUEUE).unwrap_or_else(|_| unique("poison")))
+    TopologyBuilder::new(queue_name("crash-delay"))
+        .hold_queue(DELAY)
         .dlq()
         .build()
 );
+
+/// The retry delay of [`Delayed`]: long enough to kill a consumer inside it.
+const DELAY: Duration = Duration::from_secs(2);
+/// The message a `blocker` child never finishes.
+const BLOCKED: u32 = 5;
 
 /// What the parent saw of its children and of the DLQ.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +135,7 @@ pub async fn poison_message_that_kills_its_process_is_dead_lettered<H: Harness>(
         .await
         .expect("publish");
 
-    let env = [(POISON_QUEUE, queue.clone())];
+    let env = [(QUEUE, queue.clone())];
     let is_dead = |e: &[Event]| e.iter().any(|e| matches!(e, Event::Dead(k, ..) if k == "poison"));
     let mut children = Vec::new();
     let max_children = POISON_MAX_RETRIES as usize + 2;
@@ -185,6 +198,126 @@ pub async fn poison_message_that_kills_its_process_is_dead_lettered<H: Harness>(
     let _ = dlq.stop().await;
 }
 
+/// The numbers child `i` or any child wrote `prefix <n> …` lines for.
+fn numbers(events: &[Event], prefix: &str) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Line(_, l) => l.strip_prefix(prefix)?.split(' ').next()?.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the broker outlives a consumer's process: a broker of its own, over the network.
+fn broker_outlives_consumers<H: Harness>(scenario: &str) -> bool {
+    let outlives = H::address().is_some();
+    if !outlives {
+        skip::<H>(
+            scenario,
+            "the broker lives in the consumer's process (no network address)",
+        );
+    }
+    outlives
+}
+
+/// Rule 22 and at-least-once delivery: a consumer process killed with SIGKILL in the middle of a handler
+/// (and with other messages prefetched) loses nothing: the next consumer gets every message, the one
+/// being handled included, once the broker notices (at once on RabbitMQ, after twice the handler timeout
+/// on Redis, after the 30 s ack wait on NATS).
+pub async fn kill_9_mid_handler_loses_nothing<H: Harness>() {
+    if !broker_outlives_consumers::<H>("kill_9_mid_handler_loses_nothing") {
+        return;
+    }
+    const TOTAL: u32 = 20;
+    let queue = <Crashed as shove::Topic>::topology().queue().to_string();
+    let broker = H::broker().await;
+    broker.topology().declare::<Crashed>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+    for n in 0..TOTAL {
+        publisher.publish::<Crashed>(&Msg::new("m", n)).await.expect("publish");
+    }
+    let events = Recorder::<Event>::new();
+    let env = [(QUEUE, queue)];
+    let first = spawn_child(0, "blocker", &env, &events);
+    events
+        .wait_for_within("the first consumer in the blocking handler", REDELIVERY_WAIT, |e| {
+            numbers(e, "blocking ").contains(&BLOCKED)
+        })
+        .await;
+    first.lock().await.start_kill().expect("SIGKILL the first consumer");
+    let second = spawn_child(1, "acker", &env, &events);
+    let all = events
+        .wait_for_within(
+            "every message handled by one consumer or the other",
+            REDELIVERY_WAIT,
+            |e| {
+                let handled: std::collections::BTreeSet<u32> = numbers(e, "handled ").into_iter().collect();
+                handled.len() == TOTAL as usize
+            },
+        )
+        .await;
+    let handled = numbers(&all, "handled ");
+    let duplicates = handled.len() - TOTAL as usize;
+    assert!(
+        duplicates <= 20,
+        "{duplicates} messages handled twice; at most the first consumer's prefetch window may be: {all:#?}"
+    );
+    let _ = second.lock().await.start_kill();
+}
+
+/// Rules 12 and 22: a consumer killed with SIGKILL while its messages wait out a retry delay loses
+/// nothing: the delayed copies are held by the broker, and a new consumer handles every message. Needs
+/// `durable_delays`.
+pub async fn kill_9_during_a_retry_delay_loses_nothing<H: Harness>() {
+    if !H::capabilities().durable_delays {
+        skip::<H>(
+            "kill_9_during_a_retry_delay_loses_nothing",
+            "the backend does not claim durable delays (rule 12 exempts in-process backends)",
+        );
+        return;
+    }
+    const TOTAL: u32 = 10;
+    let queue = <Delayed as shove::Topic>::topology().queue().to_string();
+    let broker = H::broker().await;
+    broker.topology().declare::<Delayed>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+    let events = Recorder::<Event>::new();
+    let env = [(QUEUE, queue)];
+    let first = spawn_child(0, "retrier", &env, &events);
+    events
+        .wait_for_within("the first consumer ready", REDELIVERY_WAIT, |e| {
+            // The test harness writes its own "test … " before a child's first line.
+            e.iter().any(|e| matches!(e, Event::Line(0, l) if l.ends_with("ready")))
+        })
+        .await;
+    for n in 0..TOTAL {
+        publisher.publish::<Delayed>(&Msg::new("m", n)).await.expect("publish");
+    }
+    events
+        .wait_for_within("every first attempt asking for a retry", REDELIVERY_WAIT, |e| {
+            numbers(e, "retry ").len() >= TOTAL as usize
+        })
+        .await;
+    // Killed inside the 2 s delay of every copy.
+    first.lock().await.start_kill().expect("SIGKILL the first consumer");
+    let second = spawn_child(1, "delayed-acker", &env, &events);
+    let all = events
+        .wait_for_within(
+            "every message's second attempt on the new consumer",
+            REDELIVERY_WAIT,
+            |e| {
+                let handled: std::collections::BTreeSet<u32> = numbers(e, "handled ").into_iter().collect();
+                handled.len() == TOTAL as usize
+            },
+        )
+        .await;
+    // A copy whose settlement was still on its way at the kill comes back as a redelivered original
+    // instead (retry count 0 on RabbitMQ, 1 where a lost attempt counts): handled all the same.
+    assert!(numbers(&all, "handled ").len() >= TOTAL as usize, "{all:#?}");
+    let _ = second.lock().await.start_kill();
+}
+
 /// The body of a child process: runs the role named by the environment, then ends the process. Run as a
 /// test (without a role) it returns at once.
 pub fn child_main<H: Harness>() {
@@ -202,6 +335,54 @@ pub fn child_main<H: Harness>() {
         });
         match role.as_str() {
             "poison" => poison_consumer::<H>().await,
+            "blocker" => {
+                consume::<H, Crashed>(
+                    FnHandler::new(|m: Msg, _| async move {
+                        if m.n == BLOCKED {
+                            say(&format!("blocking {}", m.n));
+                            std::future::pending::<()>().await;
+                        }
+                        say(&format!("handled {}", m.n));
+                        Outcome::Ack
+                    }),
+                    ConsumerOptions::new(),
+                )
+                .await
+            }
+            "acker" => {
+                consume::<H, Crashed>(
+                    FnHandler::new(|m: Msg, _| async move {
+                        say(&format!("handled {}", m.n));
+                        Outcome::Ack
+                    }),
+                    reclaiming_soon(),
+                )
+                .await
+            }
+            "retrier" => {
+                consume::<H, Delayed>(
+                    FnHandler::new(|m: Msg, meta: MessageMetadata| async move {
+                        if meta.retry_count == 0 {
+                            say(&format!("retry {}", m.n));
+                            return Outcome::Retry;
+                        }
+                        say(&format!("handled {} {}", m.n, meta.retry_count));
+                        Outcome::Ack
+                    }),
+                    ConsumerOptions::new(),
+                )
+                .await
+            }
+            "delayed-acker" => {
+                consume::<H, Delayed>(
+                    FnHandler::new(|m: Msg, meta: MessageMetadata| async move {
+                        say(&format!("handled {} {}", m.n, meta.retry_count));
+                        Outcome::Ack
+                    }),
+                    reclaiming_soon(),
+                )
+                .await
+            }
             other => panic!("unknown child role {other:?}"),
         }
     });
@@ -234,6 +415,26 @@ async fn poison_consumer<H: Harness>() -> i32 {
     say("ready");
     let outcome = sup.run_until_timeout(std::future::pending::<()>(), DRAIN).await;
     outcome.exit_code()
+}
+
+/// Options of a consumer that takes over from a killed one: a short handler timeout, because brokers
+/// that reclaim a dead consumer's messages after a multiple of it (Redis) then do so within seconds.
+fn reclaiming_soon<B: shove::Backend>() -> ConsumerOptions<B> {
+    ConsumerOptions::new().with_handler_timeout(Duration::from_secs(1))
+}
+
+/// Consumes `T` with `handler` until the parent kills the process.
+async fn consume<H: Harness, T: shove::Topic<Message = Msg>>(
+    handler: FnHandler<Msg>,
+    options: ConsumerOptions<H::B>,
+) -> i32 {
+    let broker = H::broker().await;
+    let mut sup = broker.consumer_supervisor();
+    sup.register::<T, _>(handler, options).expect("register");
+    say("ready");
+    sup.run_until_timeout(std::future::pending::<()>(), DRAIN)
+        .await
+        .exit_code()
 }
 
 /// Writes one line for the parent, at once.
