@@ -27,7 +27,7 @@ pub(crate) mod internal {
     use crate::consumer::ConsumerOptions;
     use crate::error::Result;
     use crate::topology::QueueTopology;
-    use crate::transport::{Attachments, Depth, Envelope, Transport};
+    use crate::transport::{Attachments, Envelope, Transport};
 
     /// What the generic facades ([`crate::facade`]) need from a backend's connected client: the one
     /// piece of glue, besides its [`Transport`], that every backend writes.
@@ -61,14 +61,6 @@ pub(crate) mod internal {
         ) -> impl Future<Output = (u64, Result<()>)> + Send;
     }
 
-    /// The consumer side: a [`Transport`] the engine drives.
-    pub trait ConsumerImpl {
-        /// The transport.
-        type Transport: Transport;
-        /// The transport to run consumers on.
-        fn transport(&self) -> Self::Transport;
-    }
-
     /// Declares topologies.
     pub trait TopologyImpl {
         /// Creates the topic's queues if they do not exist.
@@ -77,12 +69,6 @@ pub(crate) mod internal {
 
     /// The autoscaler type returned by `Broker::autoscaler`.
     pub trait AutoscalerBackendImpl: crate::autoscaler::AutoscalerBackend {}
-
-    /// Queue depth for autoscaling.
-    pub trait QueueStatsProviderImpl {
-        /// Ready and in-flight counts of `queue`.
-        fn queue_depth(&self, queue: &str) -> impl Future<Output = Result<Depth>> + Send;
-    }
 
     pub use crate::engine::registry::RegistryImpl;
 }
@@ -97,13 +83,13 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// The backend's publisher.
     type PublisherImpl: internal::PublisherImpl + Clone + Send + Sync + 'static;
     /// The backend's consumer.
-    type ConsumerImpl: internal::ConsumerImpl + Clone + Send + Sync + 'static;
+    type ConsumerImpl: Clone + Send + Sync + 'static;
     /// The backend's topology declarer.
     type TopologyImpl: internal::TopologyImpl + Send + Sync + 'static;
     /// The backend's autoscaler (an [`AutoscalerBackend`]).
     type AutoscalerImpl: internal::AutoscalerBackendImpl + AutoscalerBackend + Send + Sync + 'static;
     /// The backend's queue statistics provider.
-    type QueueStatsImpl: internal::QueueStatsProviderImpl + Send + Sync + 'static;
+    type QueueStatsImpl: Send + Sync + 'static;
 
     /// Connects to the broker.
     ///

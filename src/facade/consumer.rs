@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::backend::internal::{ClientImpl, ConsumerImpl};
+use crate::backend::internal::ClientImpl;
 use crate::consumer::ConsumerOptions;
 use crate::consumer_supervisor::SupervisorOutcome;
 use crate::engine::consume::Mode;
@@ -164,13 +164,5 @@ impl<B: Backend> BackendConsumer<B> {
             ctx,
             ConsumerOptions::<B>::new(),
         )
-    }
-}
-
-impl<B: Backend> ConsumerImpl for BackendConsumer<B> {
-    type Transport = <B::Client as ClientImpl>::Transport;
-
-    fn transport(&self) -> Self::Transport {
-        self.client.transport()
     }
 }

@@ -16,12 +16,11 @@ pub use facade::{
 pub use registry::{InMemoryConsumerGroup, InMemoryConsumerGroupConfig, InMemoryConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::TopologyImpl;
 use crate::backend::{Backend, sealed};
 use crate::error::{Result, ShoveError};
 use crate::markers::InMemory;
 use crate::topology::QueueTopology;
-use crate::transport::Depth;
 
 impl sealed::Sealed for InMemory {}
 
@@ -82,15 +81,5 @@ impl HasCoordinatedGroups for InMemory {
 impl TopologyImpl for InMemoryTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
-    }
-}
-
-impl QueueStatsProviderImpl for BrokerStatsProvider {
-    async fn queue_depth(&self, queue: &str) -> Result<Depth> {
-        let s = self.get_queue_stats(queue).await?;
-        Ok(Depth {
-            ready: s.messages_ready,
-            in_flight: s.messages_in_flight,
-        })
     }
 }

@@ -22,12 +22,11 @@ pub use publisher::NatsPublisher;
 pub use registry::{NatsConsumerGroup, NatsConsumerGroupConfig, NatsConsumerGroupRegistry};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::TopologyImpl;
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Nats;
 use crate::topology::QueueTopology;
-use crate::transport::Depth;
 
 impl sealed::Sealed for Nats {}
 
@@ -85,15 +84,5 @@ impl HasCoordinatedGroups for Nats {
 impl TopologyImpl for NatsTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
-    }
-}
-
-impl QueueStatsProviderImpl for JetStreamStatsProvider {
-    async fn queue_depth(&self, queue: &str) -> Result<Depth> {
-        let s = self.get_queue_stats(queue).await?;
-        Ok(Depth {
-            ready: s.messages_pending,
-            in_flight: s.messages_ack_pending,
-        })
     }
 }

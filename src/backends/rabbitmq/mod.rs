@@ -25,12 +25,11 @@ pub use publisher::RabbitMqPublisher;
 pub use registry::{ConsumerGroupRegistry, RabbitMqConsumerGroup, RabbitMqConsumerGroupConfig};
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::TopologyImpl;
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::RabbitMq;
 use crate::topology::QueueTopology;
-use crate::transport::Depth;
 
 impl sealed::Sealed for RabbitMq {}
 
@@ -88,15 +87,5 @@ impl HasCoordinatedGroups for RabbitMq {
 impl TopologyImpl for LazyRabbitMqTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
-    }
-}
-
-impl QueueStatsProviderImpl for RabbitMqStatsBridge {
-    async fn queue_depth(&self, queue: &str) -> Result<Depth> {
-        let s = self.get_queue_stats(queue).await?;
-        Ok(Depth {
-            ready: s.messages_ready,
-            in_flight: s.messages_unacknowledged,
-        })
     }
 }

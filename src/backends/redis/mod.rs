@@ -21,12 +21,11 @@ pub use registry::{RedisConsumerGroup, RedisConsumerGroupConfig, RedisConsumerGr
 pub use transport::spawn_reaper;
 
 use crate::backend::capability::HasCoordinatedGroups;
-use crate::backend::internal::{QueueStatsProviderImpl, TopologyImpl};
+use crate::backend::internal::TopologyImpl;
 use crate::backend::{Backend, sealed};
 use crate::error::Result;
 use crate::markers::Redis;
 use crate::topology::QueueTopology;
-use crate::transport::Depth;
 
 impl sealed::Sealed for Redis {}
 
@@ -84,15 +83,5 @@ impl HasCoordinatedGroups for Redis {
 impl TopologyImpl for RedisTopologyDeclarer {
     async fn declare_topology(&self, topology: &QueueTopology) -> Result<()> {
         self.declare(topology).await
-    }
-}
-
-impl QueueStatsProviderImpl for XlenStatsProvider {
-    async fn queue_depth(&self, queue: &str) -> Result<Depth> {
-        let s = self.get_queue_stats(queue).await?;
-        Ok(Depth {
-            ready: s.messages_ready,
-            in_flight: s.messages_in_flight,
-        })
     }
 }
