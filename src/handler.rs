@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::audit::{AuditHandler, Audited};
 use crate::metadata::{DeadMessageMetadata, MessageMetadata};
 use crate::outcome::Outcome;
 use crate::topic::Topic;
@@ -65,19 +64,4 @@ impl<T: Topic, H: MessageHandler<T>> MessageHandler<T> for Arc<H> {
     }
 }
 
-/// Combinators on handlers.
-pub trait MessageHandlerExt<T: Topic>: MessageHandler<T> + Sized {
-    /// Wraps the handler so that every delivery attempt produces an [`AuditRecord`](crate::AuditRecord).
-    fn audited<A>(self, audit: A) -> Audited<Self, A>
-    where
-        A: AuditHandler<T>;
-}
-
-impl<T: Topic, H: MessageHandler<T>> MessageHandlerExt<T> for H {
-    fn audited<A>(self, audit: A) -> Audited<Self, A>
-    where
-        A: AuditHandler<T>,
-    {
-        Audited::new(self, audit)
-    }
-}
+pub use crate::audit::MessageHandlerExt;

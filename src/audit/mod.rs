@@ -1,7 +1,7 @@
 //! Audit trails: one [`AuditRecord`] per delivery attempt.
 //!
 //! Wrap any [`MessageHandler`] in [`Audited`] (or call
-//! [`MessageHandlerExt::audited`](crate::MessageHandlerExt::audited)) and give it an [`AuditHandler`] that
+//! [`MessageHandlerExt::audited`]) and give it an [`AuditHandler`] that
 //! stores the records somewhere. Every attempt — first delivery, retry, redelivery after a crash — goes
 //! through the wrapper, so every attempt produces a record, on every backend.
 //!
@@ -27,16 +27,12 @@ use crate::outcome::Outcome;
 use crate::topic::Topic;
 
 #[cfg(feature = "audit")]
-use crate::backend::Backend;
+mod log;
 #[cfg(feature = "audit")]
-use crate::publisher::Publisher;
+pub use log::{AuditLog, ShoveAuditHandler};
 
 /// The header whose value becomes [`AuditRecord::trace_id`] when present.
 const TRACE_ID_HEADER: &str = "x-trace-id";
-
-/// The main queue of the [`AuditLog`] topic. Handlers of that queue are never audited.
-#[cfg(feature = "audit")]
-const AUDIT_QUEUE: &str = "shove-audit-log";
 
 /// The default bound on one [`AuditHandler::audit`] call made by [`Audited`].
 const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,7 +224,7 @@ where
     async fn handle(&self, message: T::Message, metadata: MessageMetadata, ctx: &Self::Context) -> Outcome {
         // Recursion guard: the audit consumer's own deliveries are never audited.
         #[cfg(feature = "audit")]
-        if T::topology().queue() == AUDIT_QUEUE {
+        if T::topology().queue() == log::AUDIT_QUEUE {
             return self.handler.handle(message, metadata, ctx).await;
         }
 
@@ -358,90 +354,20 @@ impl<T: Topic, A: AuditHandler<T>> Drop for Abandoned<T, A> {
     }
 }
 
-/// shove's built-in audit topic: records published by [`ShoveAuditHandler`].
-///
-/// Queue `"shove-audit-log"` with dead-letter queue `"shove-audit-log-dlq"`, JSON-encoded, payloads as
-/// [`serde_json::Value`]. Handlers of this topic wrapped in [`Audited`] are not audited.
-#[cfg(feature = "audit")]
-#[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
-pub struct AuditLog;
-
-#[cfg(feature = "audit")]
-impl Topic for AuditLog {
-    type Message = AuditRecord<serde_json::Value>;
-    type Codec = crate::codec::JsonCodec;
-
-    fn topology() -> &'static crate::topology::QueueTopology {
-        static TOPOLOGY: std::sync::OnceLock<crate::topology::QueueTopology> = std::sync::OnceLock::new();
-        TOPOLOGY.get_or_init(|| crate::topology::TopologyBuilder::new(AUDIT_QUEUE).dlq().build())
-    }
+/// Combinators on handlers.
+pub trait MessageHandlerExt<T: Topic>: MessageHandler<T> + Sized {
+    /// Wraps the handler so that every delivery attempt produces an [`AuditRecord`].
+    fn audited<A>(self, audit: A) -> Audited<Self, A>
+    where
+        A: AuditHandler<T>;
 }
 
-/// An [`AuditHandler`] that publishes every record to the [`AuditLog`] topic.
-///
-/// The payload is converted to [`serde_json::Value`], so one audit topic carries records of every topic.
-/// Declare [`AuditLog`] before use like any other topic.
-#[cfg(feature = "audit")]
-#[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
-pub struct ShoveAuditHandler<B: Backend> {
-    publisher: Publisher<B>,
-}
-
-#[cfg(feature = "audit")]
-impl<B: Backend> Clone for ShoveAuditHandler<B> {
-    fn clone(&self) -> Self {
-        Self {
-            publisher: self.publisher.clone(),
-        }
-    }
-}
-
-#[cfg(feature = "audit")]
-impl<B: Backend> ShoveAuditHandler<B> {
-    /// Publishes audit records with `publisher`.
-    pub fn new(publisher: Publisher<B>) -> Self {
-        Self { publisher }
-    }
-
-    /// Publishes audit records with a clone of `publisher` (clones share the connection).
-    pub fn for_publisher(publisher: &Publisher<B>) -> Self {
-        Self::new(publisher.clone())
-    }
-}
-
-#[cfg(feature = "audit")]
-impl<T, B> AuditHandler<T> for ShoveAuditHandler<B>
-where
-    T: Topic,
-    T::Message: Serialize,
-    B: Backend,
-{
-    /// Converts the payload to JSON and publishes the record to [`AuditLog`].
-    ///
-    /// # Errors
-    ///
-    /// [`ShoveError::Serialization`] when the payload cannot be
-    /// represented as JSON; otherwise whatever [`Publisher::publish`] returns.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel-safe, as [`Publisher::publish`]: if dropped, the record may or may not have been
-    /// published.
-    fn audit(&self, record: &AuditRecord<T::Message>) -> impl Future<Output = Result<()>> + Send {
-        let converted = serde_json::to_value(&record.payload).map(|payload| AuditRecord {
-            trace_id: record.trace_id.clone(),
-            topic: record.topic.clone(),
-            payload,
-            metadata: record.metadata.clone(),
-            outcome: record.outcome.clone(),
-            duration_ms: record.duration_ms,
-            timestamp: record.timestamp,
-        });
-        let publisher = &self.publisher;
-        async move {
-            let record = converted?;
-            publisher.publish::<AuditLog>(&record).await
-        }
+impl<T: Topic, H: MessageHandler<T>> MessageHandlerExt<T> for H {
+    fn audited<A>(self, audit: A) -> Audited<Self, A>
+    where
+        A: AuditHandler<T>,
+    {
+        Audited::new(self, audit)
     }
 }
 
