@@ -121,14 +121,44 @@ pub(crate) fn shard_queue_name(queue: &str, shard: u16) -> String {
     format!("{queue}-seq-{shard}")
 }
 
-/// The shard a message with sequence key `key` goes to: a stable hash, so a key always lands on the same
-/// shard, on every backend that chooses shards in the client.
+/// The shard a message with sequence key `key` goes to, on every backend that chooses shards in the
+/// client: FNV-1a 64 of the key's UTF-8 bytes modulo the shard count (spec §16, contract rule 14). A
+/// fixed function, unlike `std`'s hasher, whose algorithm Rust may change: every build and version of a
+/// fleet (shove 0.11.3 included) sends a key to the same shard, so per-key order holds across an upgrade.
 #[cfg(client_sharding)]
 pub(crate) fn shard_of(key: &str, shards: u16) -> u16 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % u64::from(shards.max(1))) as u16
+    (fnv1a_64(key.as_bytes()) % u64::from(shards.max(1))) as u16
+}
+
+/// FNV-1a, 64 bits: offset basis `0xcbf29ce484222325`, prime `0x100000001b3`.
+#[cfg(client_sharding)]
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(all(test, client_sharding))]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn the_shard_hash_is_fnv1a_64() {
+        // Spec §16's values, and the reference test vector of FNV-1a 64.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn keys_land_on_pinned_shards() {
+        assert_eq!(shard_of("", 8), (0xcbf2_9ce4_8422_2325u64 % 8) as u16);
+        assert_eq!(shard_of("a", 8), 4);
+        assert_eq!(shard_of("foobar", 8), 0);
+        assert_eq!(shard_of("a", 1), 0);
+        // Zero shards is refused when a topology is built; here it cannot divide by zero.
+        assert_eq!(shard_of("a", 0), 0);
+    }
 }
 
 fn delay_suffix(delay: Duration) -> String {

@@ -254,6 +254,33 @@ mod facade {
         }
     }
 
+    /// Issue 12 item 6, contract rule 14: a key's shard is FNV-1a 64 of its bytes modulo the shard count,
+    /// the same in every build (`""` → 0xcbf29ce484222325, shard 5 of 8; `"a"` → 0xaf63dc4c8601ec8c, shard
+    /// 4; `"foobar"` → 0x85944171f73967e8, shard 0): read back from the shard streams the entries landed in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_land_on_their_fnv1a_shard_streams() {
+        define_sequenced_topic!(Ordered, Msg, Msg::key_of, sharded("fnv-shards", 8));
+        let client = client().await;
+        RedisTopologyDeclarer::new(client.clone())
+            .declare(Ordered::topology())
+            .await
+            .expect("declare");
+        publish::<Ordered>(&client, &["", "a", "foobar"]).await;
+        let mut con = raw().await;
+        let queue = Ordered::topology().queue();
+        for (key, shard) in [("", 5), ("a", 4), ("foobar", 0)] {
+            let stream = RedisTopologyDeclarer::shard_stream_name(queue, shard);
+            let range: StreamRangeReply = con.xrange_all(&stream).await.expect("XRANGE");
+            let keys: Vec<String> = range
+                .ids
+                .iter()
+                .filter_map(|e| e.get::<String>("x-sequence-key"))
+                .collect();
+            assert_eq!(keys, vec![key.to_string()], "shard stream {stream}");
+        }
+        close(&client).await;
+    }
+
     /// The declarer creates each stream with the consumer group (idempotently), names shard streams as
     /// documented, and publishing stores the payload in the field `payload`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
