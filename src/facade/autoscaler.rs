@@ -10,9 +10,9 @@ use tokio::sync::Mutex;
 use super::registry::BackendGroupRegistry;
 use crate::autoscaler::{AutoscalerBackend, ScalingDecision, ScalingMetrics};
 use crate::backend::Backend;
-use crate::backend::internal::{AutoscalerBackendImpl, RegistryImpl};
+use crate::backend::internal::{AutoscalerBackendImpl, ClientImpl};
 use crate::engine::autoscale::{DepthSource, GroupsAutoscaler};
-use crate::engine::registry::Registries;
+use crate::engine::registry::{GroupDirectory, Registries};
 use crate::error::Result;
 use crate::transport::Depth;
 
@@ -55,7 +55,9 @@ impl<B: Backend, S: QueueDepthProvider<B>> BackendAutoscaler<B, S> {
     /// Scales every group created through `Broker::consumer_group` on `client`, reading depth from
     /// `stats`.
     pub(crate) fn over_client(stats: S, client: &B::Client) -> Self {
-        let directory = BackendGroupRegistry::<B>::new(client.clone()).directory();
+        let directory = client
+            .attachments()
+            .get_or_default::<GroupDirectory<BackendGroupRegistry<B>>>();
         Self::over(stats, Registries::Directory(directory))
     }
 
