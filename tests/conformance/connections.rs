@@ -170,7 +170,7 @@ pub async fn reconnect_bound_ends_the_consumer_during_a_live_outage<H: Harness>(
         .await;
     proxy.refuse();
     let outcome = running
-        .ended_within(WAIT * 4, "after its reconnect attempts were used up during the outage")
+        .ended_within(WAIT * 6, "after its reconnect attempts were used up during the outage")
         .await;
     assert!(
         outcome.errors >= 1,

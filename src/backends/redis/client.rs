@@ -58,9 +58,13 @@ impl RedisClient {
         };
         let client = redis::Client::open(url.as_str())
             .map_err(|e| ShoveError::Connection(format!("invalid Redis URL '{url}': {e}")))?;
+        // One quick retry per failed command: beyond that the engine's reconnect policy paces the
+        // attempts and counts them against `max_reconnect_attempts`, as on every backend. (The manager's
+        // default of six retries with growing delays spends about 13 s inside one failed read.)
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout()))
-            .set_connection_timeout(Some(config.connection_timeout()));
+            .set_connection_timeout(Some(config.connection_timeout()))
+            .set_number_of_retries(1);
         // The first connection is tried once (bounded by the connection timeout) so a wrong URL fails fast;
         // afterwards the manager reconnects by itself with backoff.
         let first = ConnectionManager::new_with_config(client.clone(), manager_config.clone().set_number_of_retries(0));
