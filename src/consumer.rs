@@ -151,8 +151,12 @@ impl<B: Backend> ConsumerOptions<B> {
     }
 
     /// Sets [`ConsumerOptions::max_pending_per_key`].
+    ///
+    /// # Panics
+    ///
+    /// When `limit` is 0, with a message naming the fix.
     pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
-        self.max_pending_per_key = Some(limit);
+        self.max_pending_per_key = Some(crate::defaults::checked_max_pending_per_key(limit));
         self
     }
 

@@ -9,3 +9,17 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on messages buffered per key by a sequenced consumer (1000).
 pub const DEFAULT_MAX_PENDING_PER_KEY: usize = 1_000;
+
+/// `limit` as a per-key buffer bound.
+///
+/// # Panics
+///
+/// When `limit` is 0: a sequenced consumer could then buffer nothing behind a key's message in flight and
+/// would hand every later message of a busy key back, forever (contract rule 21).
+pub(crate) fn checked_max_pending_per_key(limit: usize) -> usize {
+    assert!(
+        limit > 0,
+        "max_pending_per_key must be at least 1 (0 would hand every later message of a busy key back forever); use without_max_pending_per_key() for no bound"
+    );
+    limit
+}

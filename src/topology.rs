@@ -266,9 +266,20 @@ impl TopologyBuilder {
     ///
     /// # Panics
     ///
-    /// For a sequenced topic with zero routing shards, or without a DLQ or a hold queue unless
-    /// [`TopologyBuilder::allow_message_loss`] was called. The message names the fix.
+    /// For an empty queue name, a DLQ named like the queue itself (a rejected message would come
+    /// straight back to its own queue, forever), a sequenced topic with zero routing shards, or a
+    /// sequenced topic without a DLQ or a hold queue unless [`TopologyBuilder::allow_message_loss`] was
+    /// called. The message names the fix.
     pub fn build(self) -> QueueTopology {
+        if self.queue.is_empty() {
+            panic!("a topic's queue name must not be empty: pass it to TopologyBuilder::new");
+        }
+        if self.dlq.as_deref() == Some(self.queue.as_str()) {
+            panic!(
+                "the DLQ of '{}' is named like the queue itself, so a rejected message would return to it forever: give .dlq_named() another name, or call .dlq()",
+                self.queue
+            );
+        }
         if let Some(seq) = &self.sequencing {
             if seq.routing_shards == 0 {
                 panic!("routing_shards must be greater than 0 when sequencing is enabled");

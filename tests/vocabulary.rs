@@ -705,6 +705,20 @@ mod inmemory {
         let _ = broker.consumer_group().with_default_handler_timeout(Duration::ZERO);
     }
 
+    /// Rule 21: a queue capacity of 0 (every publish would wait forever) is refused when the broker is
+    /// built, with a message naming the fix.
+    #[tokio::test]
+    async fn zero_queue_capacity_is_refused_naming_the_fix() {
+        let config = InMemoryConfig { default_capacity: 0 };
+        let Some(err) = Broker::<InMemory>::new(config).await.err() else {
+            panic!("a capacity of 0 must be refused");
+        };
+        assert!(
+            matches!(&err, ShoveError::Validation(m) if m.contains("with_default_capacity")),
+            "{err:?}"
+        );
+    }
+
     #[tokio::test]
     async fn reserved_header_prefixes_are_rejected() {
         let broker = Broker::<InMemory>::new(InMemoryConfig::default()).await.unwrap();

@@ -87,8 +87,12 @@ impl<B> BackendGroupConfig<B> {
     }
 
     /// Messages buffered per key by a sequenced group (default 1000).
+    ///
+    /// # Panics
+    ///
+    /// When `limit` is 0, with a message naming the fix.
     pub fn with_max_pending_per_key(mut self, limit: usize) -> Self {
-        self.settings.max_pending_per_key = Some(limit);
+        self.settings.max_pending_per_key = Some(crate::defaults::checked_max_pending_per_key(limit));
         self
     }
 

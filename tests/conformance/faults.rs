@@ -45,6 +45,12 @@ pub async fn invalid_topologies_panic_naming_the_fix<H: Harness>() {
         zero_shards.contains("routing_shards") && zero_shards.contains("greater than 0"),
         "{zero_shards}"
     );
+    let empty = expect_panic("an empty queue name", || TopologyBuilder::new("").dlq().build());
+    assert!(empty.contains("must not be empty"), "{empty}");
+    let own_dlq = expect_panic("a DLQ named like its queue", || {
+        TopologyBuilder::new(q.clone()).dlq_named(q.clone()).build()
+    });
+    assert!(own_dlq.contains(".dlq_named() another name"), "{own_dlq}");
     let unsequenced_shards = expect_panic("routing_shards before sequenced", || {
         TopologyBuilder::new(q.clone()).routing_shards(4)
     });
@@ -106,6 +112,11 @@ pub async fn zero_timeouts_panic_naming_the_fix<H: Harness>() {
         group.with_default_handler_timeout(Duration::ZERO)
     });
     assert!(msg.contains("default_handler_timeout must be positive"), "{msg}");
+    // A per-key buffer of 0 would hand every later message of a busy key back forever.
+    let msg = expect_panic("a zero max_pending_per_key", || {
+        ConsumerOptions::<H::B>::new().with_max_pending_per_key(0)
+    });
+    assert!(msg.contains("without_max_pending_per_key()"), "{msg}");
 }
 
 fn topology_error(result: shove::error::Result<()>, what: &str) -> String {

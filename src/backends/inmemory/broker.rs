@@ -76,6 +76,9 @@ impl Drop for Inner {
     }
 }
 
+/// Why a queue capacity of 0 is refused.
+pub(crate) const ZERO_CAPACITY: &str = "InMemoryConfig::default_capacity must be at least 1 (with 0 every publish would wait forever); use InMemoryConfig::with_default_capacity or the default";
+
 /// An in-process broker. Cheap to clone; clones share the queues.
 #[derive(Clone)]
 pub struct InMemoryBroker {
@@ -95,7 +98,13 @@ impl InMemoryBroker {
     }
 
     /// A broker with `config`.
+    ///
+    /// # Panics
+    ///
+    /// When `config.default_capacity` is 0 (every publish would wait forever), with a message naming the
+    /// fix; `Broker::<InMemory>::new` returns that as a [`ShoveError::Validation`] instead.
     pub fn with_config(config: InMemoryConfig) -> Self {
+        assert!(config.default_capacity > 0, "{ZERO_CAPACITY}");
         let shutdown = CancellationToken::new();
         Self {
             inner: Arc::new(Inner {

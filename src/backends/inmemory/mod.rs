@@ -8,6 +8,7 @@ mod timer;
 
 use std::time::Duration;
 
+use broker::ZERO_CAPACITY;
 pub use broker::{DEFAULT_QUEUE_CAPACITY, InMemoryBroker, InMemoryConfig};
 pub use facade::{
     BrokerStatsProvider, InMemoryAutoscalerBackend, InMemoryConsumer, InMemoryPublisher, InMemoryQueueStats,
@@ -34,6 +35,9 @@ impl Backend for InMemory {
     type QueueStatsImpl = BrokerStatsProvider;
 
     async fn connect(config: InMemoryConfig) -> Result<InMemoryBroker> {
+        if config.default_capacity == 0 {
+            return Err(ShoveError::Validation(ZERO_CAPACITY.into()));
+        }
         Ok(InMemoryBroker::with_config(config))
     }
 
