@@ -564,6 +564,56 @@ impl RedisSubscription {
             .await
     }
 
+    /// Carries out one settlement; on failure the entry stays pending in this consumer's name.
+    async fn settle_now(&self, token: RedisToken, how: Settlement) -> Result<()> {
+        // Settled (or, on failure, handed back): no longer this consumer's to count.
+        let credit = CreditBack(&self.credits);
+        match how {
+            Settlement::Ack => {
+                let work = Work::Ack {
+                    stream: self.stream(&token).name.clone(),
+                    id: token.id,
+                };
+                self.batcher.run(&self.client, work, Some(credit)).await
+            }
+            Settlement::Requeue { envelope, hold } => match hold {
+                Some(h) => {
+                    let set = self
+                        .stream(&token)
+                        .holds
+                        .get(h.index)
+                        .cloned()
+                        .unwrap_or_else(|| self.stream(&token).release.clone());
+                    self.schedule(&token, &set, h.delay, &envelope).await
+                }
+                None => {
+                    let stream = self.stream(&token).name.clone();
+                    self.move_to(&token, &stream, &envelope).await
+                }
+            },
+            Settlement::DeadLetter { envelope } => {
+                let dlq = self
+                    .dlq
+                    .clone()
+                    .ok_or_else(|| no_dlq(self.streams.first().map_or("", |s| s.name.as_str())))?;
+                self.move_to(&token, &dlq, &envelope).await
+            }
+            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
+                Some(d) => {
+                    let set = self.stream(&token).release.clone();
+                    self.schedule(&token, &set, d, &envelope).await
+                }
+                None if self.sharded => {
+                    hand_back_in_place(&self.client, &self.stream(&token).name, &token.id, Count::of(&token)).await
+                }
+                None => {
+                    let stream = self.stream(&token).name.clone();
+                    self.move_to(&token, &stream, &envelope).await
+                }
+            },
+        }
+    }
+
     /// Acknowledges the entry and schedules `copy` in `due_set` after `delay`, atomically.
     async fn schedule(&self, token: &RedisToken, due_set: &str, delay: Duration, copy: &Envelope) -> Result<()> {
         let due = due_at_ms(delay);
@@ -624,52 +674,22 @@ impl Subscription for RedisSubscription {
     }
 
     async fn settle(&self, token: RedisToken, how: Settlement) -> Result<()> {
-        // Settled (or, on failure, left to the reclaim pass): no longer this consumer's to count.
-        let credit = CreditBack(&self.credits);
-        match how {
-            Settlement::Ack => {
-                let work = Work::Ack {
-                    stream: self.stream(&token).name.clone(),
-                    id: token.id,
-                };
-                self.batcher.run(&self.client, work, Some(credit)).await
-            }
-            Settlement::Requeue { envelope, hold } => match hold {
-                Some(h) => {
-                    let set = self
-                        .stream(&token)
-                        .holds
-                        .get(h.index)
-                        .cloned()
-                        .unwrap_or_else(|| self.stream(&token).release.clone());
-                    self.schedule(&token, &set, h.delay, &envelope).await
-                }
-                None => {
-                    let stream = self.stream(&token).name.clone();
-                    self.move_to(&token, &stream, &envelope).await
-                }
-            },
-            Settlement::DeadLetter { envelope } => {
-                let dlq = self
-                    .dlq
-                    .clone()
-                    .ok_or_else(|| no_dlq(self.streams.first().map_or("", |s| s.name.as_str())))?;
-                self.move_to(&token, &dlq, &envelope).await
-            }
-            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
-                Some(d) => {
-                    let set = self.stream(&token).release.clone();
-                    self.schedule(&token, &set, d, &envelope).await
-                }
-                None if self.sharded => {
-                    hand_back_in_place(&self.client, &self.stream(&token).name, &token.id, Count::of(&token)).await
-                }
-                None => {
-                    let stream = self.stream(&token).name.clone();
-                    self.move_to(&token, &stream, &envelope).await
-                }
-            },
+        let stream = self.stream(&token).name.clone();
+        let (id, count) = (token.id.clone(), Count::of(&token));
+        let settled = self.settle_now(token, how).await;
+        if settled.is_err() {
+            // The entry is still pending in this consumer's name (a settlement is one atomic command or
+            // script: it either happened or not). Hand it back once the server answers again, so it is
+            // redelivered then rather than after the reclaim idle time.
+            tokio::spawn(hand_back_when_reachable(
+                self.client.clone(),
+                stream,
+                id,
+                count,
+                self.stop.clone(),
+            ));
         }
+        settled
     }
 
     fn abandon(&self, token: RedisToken, _envelope: Envelope) {
@@ -749,6 +769,26 @@ enum Count {
 impl Count {
     fn of(token: &RedisToken) -> Self {
         Count::Keep(token.lost)
+    }
+}
+
+/// Hands an entry back in place (see [`hand_back_in_place`]) as soon as the server answers, retrying with
+/// the engine's reconnect pacing until it does or the subscription stops (then the reclaim pass takes the
+/// entry after its idle time).
+async fn hand_back_when_reachable(
+    client: RedisClient,
+    stream: String,
+    id: String,
+    count: Count,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_millis(200);
+    while hand_back_in_place(&client, &stream, &id, count).await.is_err() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
