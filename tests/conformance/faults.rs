@@ -8,7 +8,7 @@ use shove::{
     ConsumerOptions, Outcome, SequenceFailure, ShoveError, TopologyBuilder, define_sequenced_topic, define_topic,
 };
 
-use super::{DRAIN, GroupSpec, Harness, Msg, Probe, Running, WAIT, expect_panic, ms, panic_message, skip, unique};
+use super::{DRAIN, GroupSpec, Harness, Msg, Probe, Running, WAIT, expect_panic, ms, panic_message, unique};
 
 /// Rule 21: invalid topologies panic at `build()` with a message that names the fix.
 pub async fn invalid_topologies_panic_naming_the_fix<H: Harness>() {
@@ -317,58 +317,4 @@ pub async fn reconnect_attempts_are_bounded_when_set<H: Harness>() {
         "the consumer's failure must be reported: {outcome:?}"
     );
     assert_eq!(outcome.exit_code(), 1, "{outcome:?}");
-}
-
-/// Rule 22 (`restart`): consumers and publishers reconnect after the broker restarts and resume; no
-/// acknowledged publish and no message is lost.
-pub async fn consumers_and_publishers_resume_after_broker_restart<H: Harness>() {
-    if !H::capabilities().restart {
-        skip::<H>(
-            "consumers_and_publishers_resume_after_broker_restart",
-            "the harness cannot restart the broker (no `restart` capability)",
-        );
-        return;
-    }
-    define_topic!(
-        Restarted,
-        Msg,
-        TopologyBuilder::new(unique("restart"))
-            .hold_queue(ms(100))
-            .dlq()
-            .build()
-    );
-    const TOTAL: u32 = 60;
-    let broker = H::broker().await;
-    broker.topology().declare::<Restarted>().await.expect("declare");
-    let publisher = broker.publisher().await.expect("publisher");
-    let probe = Probe::<Msg>::new();
-    let mut sup = broker.consumer_supervisor();
-    sup.register::<Restarted, _>(probe.handler(|_, _| Outcome::Ack), ConsumerOptions::new())
-        .expect("register");
-    let running = Running::supervisor(sup, DRAIN);
-
-    let mut acknowledged = BTreeSet::new();
-    for n in 0..TOTAL {
-        if n == TOTAL / 3 || n == TOTAL / 2 {
-            H::restart_broker().await;
-        }
-        // A publish that returns Ok was acknowledged by the broker and must not be lost.
-        if publisher.publish::<Restarted>(&Msg::new("m", n)).await.is_ok() {
-            acknowledged.insert(n);
-        }
-    }
-    assert!(
-        acknowledged.len() as u32 >= TOTAL - 2,
-        "publishers must reconnect and resume; only {} of {TOTAL} publishes succeeded",
-        acknowledged.len()
-    );
-    let seen = probe
-        .live
-        .wait_for_within("every acknowledged publish consumed", WAIT * 6, |s| {
-            let got: BTreeSet<u32> = s.iter().map(|s| s.msg.n).collect();
-            acknowledged.is_subset(&got)
-        })
-        .await;
-    assert!(!seen.is_empty());
-    let _ = running.stop().await;
 }
