@@ -51,14 +51,14 @@ impl Harness for RabbitMqHarness {
             // Not yet: a classic queue reports only a redelivered flag, which a hand-back sets too.
             lost_attempts: false,
             kill_9_forgets_recent_acks: false,
-            // A broker bug, seen on 3.10.8: a node killed within minutes of declaring a quorum queue
+            // A broker bug, seen on 3.10.8: a node killed a second after declaring a quorum queue
             // forgets the queue's Raft member on restart ("running pre init for 0 registered servers"),
             // starts it empty as a follower at term 0 that never elects a leader, and the hold queue is
             // dead: the retries confirmed into it are gone and a channel publishing to it stalls. The
             // scenario declares its topic a second before the kill, so it always hits this. (The same
             // failure is open upstream for clusters: rabbitmq/rabbitmq-server#15725.)
             broker_kill_9_gap: Some(
-                "RabbitMQ 3.10 loses a quorum hold queue's Raft member when the node is killed within minutes of \
+                "RabbitMQ 3.10 loses a quorum hold queue's Raft member when the node is killed soon after \
                  declaring it (the queue stays leaderless); see docs/BACKENDS.md, RabbitMQ",
             ),
         }
