@@ -444,9 +444,6 @@ SHOVE_REDIS_URL=redis://127.0.0.1:6380/ SHOVE_REDIS_SERVER="$(valkey_binary)" \
 # (Its restart scenarios run a server of their own, of the same version.)
 SHOVE_NATS_URL=nats://127.0.0.1:4223 SHOVE_NATS_SERVER="$HOME/.cache/shove-brokers/nats-venv/bin/nats-server" \
     run_tests cargo test --all-features --test conformance_nats
-# The NATS fault tests again on the current server (the restart test runs its own copy of that binary).
-SHOVE_NATS_URL=nats://127.0.0.1:4223 SHOVE_NATS_FAULTS_SERVER="$HOME/.cache/shove-brokers/nats-venv/bin/nats-server" \
-    run_tests cargo test --all-features --test nats_faults
 
 # libtest's "test result: ok. N passed" lines, plus the "N passed, N failed" lines of the fault-test binaries
 # (harness = false).

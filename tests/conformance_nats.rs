@@ -517,3 +517,128 @@ mod facade {
         close(&client).await;
     }
 }
+
+/// The tasks of a consumer group share the topic's durable consumers on the server: however many tasks
+/// run, the topic has one durable consumer for its messages and one for its held retries, and the tasks
+/// share the work.
+mod shared_durables {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use shove::nats::NatsConsumerGroupConfig;
+    use shove::{Broker, ConsumerGroupConfig, MessageMetadata, Nats, Outcome, Topic, TopologyBuilder, define_topic};
+
+    use super::conformance::facades;
+    use super::conformance::{DRAIN, FnHandler, Msg, Running, active_consumers, eventually, ms, unique};
+    use super::{config, start_hint};
+
+    const TOTAL: u32 = 300;
+    const TASKS: u16 = 3;
+
+    define_topic!(
+        Shared,
+        Msg,
+        TopologyBuilder::new(unique("shared-durables"))
+            .hold_queue(ms(100))
+            .dlq()
+            .build()
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_tasks_share_the_topics_durable_consumers() {
+        let queue = Shared::topology().queue().to_string();
+        let broker = match Broker::<Nats>::new(config()).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to NATS: {e}. {}", start_hint()),
+        };
+        broker.topology().declare::<Shared>().await.expect("declare");
+
+        // The factory makes one handler per task; each records its own number with what it handled.
+        let instances = Arc::new(AtomicUsize::new(0));
+        let handled: Arc<Mutex<Vec<(u32, usize)>>> = Arc::default();
+        let factory = {
+            let (instances, handled) = (instances.clone(), handled.clone());
+            move || {
+                let instance = instances.fetch_add(1, Ordering::SeqCst);
+                let handled = handled.clone();
+                FnHandler::new(move |msg: Msg, _: MessageMetadata| {
+                    let handled = handled.clone();
+                    async move {
+                        tokio::time::sleep(ms(5)).await;
+                        handled.lock().expect("handled").push((msg.n, instance));
+                        Outcome::Ack
+                    }
+                })
+            }
+        };
+        let mut group = broker.consumer_group();
+        group
+            .register::<Shared, _>(
+                ConsumerGroupConfig::new(NatsConsumerGroupConfig::new(TASKS..=TASKS).with_prefetch_count(2)),
+                factory,
+            )
+            .await
+            .expect("register the group");
+        let running = Running::group(group, DRAIN);
+        eventually("every task of the group running", Duration::from_secs(30), || async {
+            active_consumers(&broker, &queue).await == Some(TASKS)
+        })
+        .await;
+
+        let publisher = broker.publisher().await.expect("publisher");
+        let messages: Vec<Msg> = (0..TOTAL).map(|n| Msg::new("shared", n)).collect();
+        publisher.publish_batch::<Shared>(&messages).await.expect("publish");
+        let distinct = || {
+            handled
+                .lock()
+                .expect("handled")
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<BTreeSet<_>>()
+                .len()
+        };
+        eventually("every message handled", Duration::from_secs(60), || async {
+            distinct() == TOTAL as usize
+        })
+        .await;
+
+        // The durable consumers on the topic's streams (the DLQ has none: no DLQ consumer runs).
+        let client = shove::nats::NatsClient::connect(&config())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to NATS: {e}. {}", start_hint()));
+        let js = client.jetstream();
+        let mut names = js.stream_names();
+        let mut durables = BTreeSet::new();
+        while let Some(name) = names.next().await {
+            let name = name.expect("list streams");
+            if !name.contains(&queue) {
+                continue;
+            }
+            let stream = js.get_stream(&name).await.expect("the stream");
+            let mut consumers = stream.consumer_names();
+            while let Some(consumer) = consumers.next().await {
+                durables.insert(format!("{name}/{}", consumer.expect("list consumers")));
+            }
+        }
+        assert_eq!(
+            durables.len(),
+            2,
+            "one durable consumer for the topic's messages and one for its held retries, with {TASKS} tasks \
+             running: {durables:?}"
+        );
+        let mut per_instance: BTreeMap<usize, usize> = BTreeMap::new();
+        for (_, instance) in handled.lock().expect("handled").iter() {
+            *per_instance.entry(*instance).or_default() += 1;
+        }
+        assert!(
+            per_instance.len() > 1,
+            "only one task handled messages: (task, messages) {per_instance:?}"
+        );
+        assert_eq!(running.stop().await.exit_code(), 0);
+        broker.close().await;
+        facades::close::<Nats>(&client).await;
+    }
+}

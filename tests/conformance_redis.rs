@@ -650,3 +650,144 @@ mod facade {
         close(&client).await;
     }
 }
+
+/// The server-side footprint of a long stream: after 100,000 messages are published and consumed, the
+/// stream is empty again (acknowledged entries are deleted), nothing is pending or left undelivered in
+/// the group, and the stopped consumer's name is gone from it.
+mod footprint {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use redis::Value;
+    use shove::redis::RedisPublisher;
+    use shove::{
+        Backend, Broker, ConsumerOptions, MessageMetadata, Outcome, Redis, Topic, TopologyBuilder, define_topic,
+    };
+
+    use super::conformance::{DRAIN, FnHandler, Msg, Running, eventually, unique};
+    use super::{config, redis_url, start_hint};
+
+    const TOTAL: u32 = 100_000;
+    const BATCH: u32 = 1_000;
+
+    define_topic!(Bulk, Msg, TopologyBuilder::new(unique("bulk")).dlq().build());
+
+    fn int(value: Option<&Value>) -> Option<i64> {
+        match value? {
+            Value::Int(n) => Some(*n),
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn text(value: &Value) -> Option<String> {
+        match value {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// `XINFO GROUPS` / `XINFO CONSUMERS` rows as field maps.
+    async fn info(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> Vec<HashMap<String, Value>> {
+        let rows: Vec<Value> = redis::cmd("XINFO")
+            .arg(args)
+            .query_async(con)
+            .await
+            .unwrap_or_else(|e| panic!("XINFO {args:?}: {e}"));
+        rows.into_iter()
+            .map(|row| match row {
+                Value::Array(items) => items
+                    .chunks(2)
+                    .filter_map(|kv| Some((text(&kv[0])?, kv.get(1)?.clone())))
+                    .collect(),
+                Value::Map(pairs) => pairs.into_iter().filter_map(|(k, v)| Some((text(&k)?, v))).collect(),
+                other => panic!("XINFO {args:?} returned {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_and_group_are_empty_after_100k_messages() {
+        let stream = Bulk::topology().queue().to_string();
+        let group = unique("group");
+        let client = match <Redis as Backend>::connect(config().with_group(group.clone())).await {
+            Ok(client) => client,
+            Err(e) => panic!("cannot connect to Redis: {e}. {}", start_hint()),
+        };
+        let broker = Broker::<Redis>::from_client(client.clone());
+        let mut con = redis::Client::open(redis_url())
+            .expect("the Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to Redis: {e}. {}", start_hint()));
+        broker.topology().declare::<Bulk>().await.expect("declaring the topic");
+        let publisher = RedisPublisher::new(client);
+        for start in (0..TOTAL).step_by(BATCH as usize) {
+            let batch: Vec<Msg> = (start..start + BATCH).map(|n| Msg::new("bulk", n)).collect();
+            let (stored, result) = publisher.publish_batch::<Bulk>(&batch).await;
+            result.unwrap_or_else(|e| panic!("publishing the batch from {start}: {e}"));
+            assert_eq!(stored, u64::from(BATCH), "the batch from {start} was stored whole");
+        }
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut con)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, u64::from(TOTAL), "every message is in the stream");
+
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(vec![false; TOTAL as usize]));
+        let (counter, marks) = (calls.clone(), seen.clone());
+        let handler = FnHandler::new(move |msg: Msg, _: MessageMetadata| {
+            if let Some(slot) = marks.lock().expect("marks").get_mut(msg.n as usize) {
+                *slot = true;
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+            async { Outcome::Ack }
+        });
+        let mut supervisor = broker.consumer_supervisor();
+        supervisor
+            .register::<Bulk, _>(handler, ConsumerOptions::new().with_prefetch_count(100))
+            .expect("register");
+        let running = Running::supervisor(supervisor, DRAIN);
+        eventually("every message handled", Duration::from_secs(240), || async {
+            calls.load(Ordering::Relaxed) >= u64::from(TOTAL)
+        })
+        .await;
+        assert_eq!(running.stop().await.exit_code(), 0);
+
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            u64::from(TOTAL),
+            "no fault, so no redelivery"
+        );
+        let unseen = seen.lock().expect("marks").iter().filter(|s| !**s).count();
+        assert_eq!(unseen, 0, "{unseen} messages were never handled");
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut con)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, 0, "acknowledged entries are deleted: the stream is empty again");
+        let groups = info(&mut con, &["GROUPS", &stream]).await;
+        let ours = groups
+            .iter()
+            .find(|g| g.get("name").and_then(text).as_deref() == Some(group.as_str()))
+            .unwrap_or_else(|| panic!("XINFO GROUPS {stream} lists no group {group}: {groups:?}"));
+        assert_eq!(int(ours.get("pending")), Some(0), "nothing is pending: {ours:?}");
+        if let Some(lag) = int(ours.get("lag")) {
+            assert_eq!(lag, 0, "nothing is left undelivered: {ours:?}");
+        }
+        let consumers = info(&mut con, &["CONSUMERS", &stream, &group]).await;
+        let left: Vec<String> = consumers.iter().filter_map(|c| c.get("name").and_then(text)).collect();
+        assert!(
+            left.is_empty(),
+            "the stopped consumer's name is still in the group: {left:?}"
+        );
+        broker.close().await;
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&stream).query_async(&mut con).await;
+    }
+}

@@ -1,5 +1,5 @@
-//! Plumbing shared by the fault-test binaries (`nats_faults`, `redis_faults`, `rabbitmq_faults`, all
-//! `harness = false`), included from each with `mod fault_support;`: the payload type and unique queue
+//! Plumbing of the fault-test binary `rabbitmq_faults` (`harness = false`; the NATS and Redis ones are now
+//! scenarios of the conformance suite), included with `mod fault_support;`: the payload type and unique queue
 //! names, condition polling up to a deadline, the recording handler and its call log, a consumer task of
 //! the scenario's runtime, child processes that re-execute the test binary in a role (spawned, their
 //! output read line by line, killed with SIGKILL), the child's entry point with its watchdog, and the
