@@ -175,7 +175,8 @@ start_rabbitmq() {
     # Hold queues are quorum queues that dead-letter due copies at least once, through one dead-letter
     # worker per hold queue (docs/PERFORMANCE.md, docs/CONTRACT.md). Its prefetch (32 by default) bounds
     # how fast copies return; its confirm timeout (180 s by default) is how long a copy that fell due while
-    # the node was starting waits before it is sent again, which the restart fault tests wait out. Runtime
+    # the node was starting waits before it is sent again, which the restart tests wait out (their own nodes
+    # set it too). Runtime
     # settings for queues declared from now on: kept across stop_app/start_app, gone with a node restart,
     # so they are set on every run.
     run rabbitmqctl -q eval 'application:set_env(rabbit, dead_letter_worker_consumer_prefetch, 512),

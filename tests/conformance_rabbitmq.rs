@@ -89,6 +89,7 @@ impl Harness for RabbitMqHarness {
             ("RABBITMQ_PID_FILE", "{dir}/rabbitmq.pid"),
             ("RABBITMQ_ENABLED_PLUGINS_FILE", "{dir}/enabled_plugins"),
             ("RABBITMQ_CONFIG_FILE", "{dir}/rabbitmq.conf"),
+            ("RABBITMQ_ADVANCED_CONFIG_FILE", "{dir}/advanced.config"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -96,6 +97,12 @@ impl Harness for RabbitMqHarness {
         spec.files = vec![
             ("enabled_plugins".into(), "[].\n".into()),
             ("rabbitmq.conf".into(), "loopback_users = none\n".into()),
+            // A hold-queue copy that falls due while the node starts is sent again after this (180 s by
+            // default), as scripts/test.sh sets it on the shared node.
+            (
+                "advanced.config".into(),
+                "[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 10000}]}].\n".into(),
+            ),
         ];
         spec.start_within = std::time::Duration::from_secs(60);
         Some(spec)
@@ -472,5 +479,396 @@ mod hold_queues {
         );
         assert_eq!(running.stop().await.exit_code(), 0, "clean stop");
         client.shutdown().await;
+    }
+}
+
+/// What the broker itself must guarantee under shove's topology, checked on a node of the test's own:
+/// every publish path returns only once the broker has the message, and copies confirmed into a hold
+/// queue come back to the topic's queue even when the node stops while they fall due.
+mod broker_side {
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use shove::rabbitmq::{QueueStatsProvider, RabbitMqClient, RabbitMqConfig};
+    use shove::{Backend, Broker, RabbitMq, Topic, TopologyBuilder, define_topic};
+
+    use super::conformance::own_broker::{OwnBroker, Stop};
+    use super::conformance::{Harness, Msg, eventually, ms, unique};
+    use super::{RabbitMqHarness, START_HINT, client};
+
+    define_topic!(Confirmed, Msg, TopologyBuilder::new(unique("confirms")).dlq().build());
+    define_topic!(
+        HeldAcrossStop,
+        Msg,
+        TopologyBuilder::new(unique("hold-stop"))
+            .hold_queue(ms(100))
+            .dlq()
+            .build()
+    );
+
+    /// Copies published into the hold queue per confirmed batch.
+    const BATCH: usize = 50;
+    /// Copies confirmed before the node is stopped.
+    const BEFORE_STOP: u64 = 3_000;
+
+    async fn ready(stats: &impl QueueStatsProvider, queue: &str) -> u64 {
+        stats.get_queue_stats(queue).await.expect("queue stats").messages_ready
+    }
+
+    /// `publish`, `publish_with_headers` and `publish_batch` return only once the broker has the
+    /// messages: the depth read on another connection right after each call already counts them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_publish_path_returns_once_the_broker_has_the_message() {
+        let client = client().await;
+        let broker = Broker::<RabbitMq>::from_client(client.clone());
+        broker.topology().declare::<Confirmed>().await.expect("declare");
+        let publisher = broker.publisher().await.expect("publisher");
+        let stats_client = super::client().await;
+        let stats = Broker::<RabbitMq>::from_client(stats_client.clone()).queue_stats_provider();
+        let queue = Confirmed::topology().queue();
+        let (mut n, mut expected) = (0u32, 0u64);
+        for round in 0..20 {
+            publisher
+                .publish::<Confirmed>(&Msg::new("c", n))
+                .await
+                .expect("publish");
+            (n, expected) = (n + 1, expected + 1);
+            assert_eq!(ready(&stats, queue).await, expected, "round {round}: after publish");
+            let headers = HashMap::from([("tenant".to_string(), format!("t{round}"))]);
+            publisher
+                .publish_with_headers::<Confirmed>(&Msg::new("c", n), headers)
+                .await
+                .expect("publish_with_headers");
+            (n, expected) = (n + 1, expected + 1);
+            assert_eq!(
+                ready(&stats, queue).await,
+                expected,
+                "round {round}: after publish_with_headers"
+            );
+            let batch: Vec<Msg> = (n..n + 25).map(|n| Msg::new("c", n)).collect();
+            publisher
+                .publish_batch::<Confirmed>(&batch)
+                .await
+                .expect("publish_batch");
+            (n, expected) = (n + 25, expected + 25);
+            assert_eq!(
+                ready(&stats, queue).await,
+                expected,
+                "round {round}: after publish_batch"
+            );
+        }
+        broker.close().await;
+        <RabbitMq as Backend>::close(&stats_client).await;
+    }
+
+    /// Publishes numbered persistent copies straight into `hold` (what a retry does), in confirmed
+    /// batches, until a publish fails; returns the confirmed numbers.
+    async fn fill_until_the_broker_fails(client: &RabbitMqClient, hold: &str, count: &AtomicU64) -> BTreeSet<u64> {
+        let channel = client.create_confirm_channel().await.expect("a confirm channel");
+        let mut confirmed = BTreeSet::new();
+        let mut n = 0u64;
+        loop {
+            let mut pending = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+                let payload = n.to_string();
+                match channel
+                    .basic_publish(
+                        "".into(),
+                        hold.into(),
+                        lapin::options::BasicPublishOptions::default(),
+                        payload.as_bytes(),
+                        properties,
+                    )
+                    .await
+                {
+                    Ok(confirm) => pending.push((n, confirm)),
+                    Err(_) => return confirmed,
+                }
+                n += 1;
+            }
+            for (n, confirm) in pending {
+                match tokio::time::timeout(Duration::from_secs(30), confirm).await {
+                    Ok(Ok(c)) if c.is_ack() => {
+                        confirmed.insert(n);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => return confirmed,
+                }
+            }
+        }
+    }
+
+    /// Takes every message now in `queue` (no ack) and adds its number to `seen`.
+    async fn drain_numbers(client: &RabbitMqClient, queue: &str, seen: &mut BTreeSet<u64>) {
+        let Ok(channel) = client.create_channel().await else {
+            return;
+        };
+        while let Ok(Some(got)) = channel
+            .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+        {
+            if let Some(n) = std::str::from_utf8(&got.delivery.data)
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                seen.insert(n);
+            }
+        }
+        let _ = channel.close(200, "drained".into()).await;
+    }
+
+    /// A hold queue dead-letters its due copies back at least once: copies confirmed into it keep
+    /// returning to the topic's queue while the node stops (gracefully) and after it starts again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hold_queue_returns_survive_a_node_stop() {
+        let spec = <RabbitMqHarness as Harness>::own_broker().expect("the RabbitMQ harness starts nodes");
+        let mut own = OwnBroker::start(spec).await;
+        let config = RabbitMqConfig::new(format!("amqp://guest:guest@{}/%2f", own.address()));
+        let connect = || async {
+            <RabbitMq as Backend>::connect(config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to the test's own node: {e}. {START_HINT}"))
+        };
+        let client = connect().await;
+        Broker::<RabbitMq>::from_client(client.clone())
+            .topology()
+            .declare::<HeldAcrossStop>()
+            .await
+            .expect("declare");
+        let topology = HeldAcrossStop::topology();
+        let (queue, hold) = (
+            topology.queue().to_string(),
+            topology.hold_queues()[0].name().to_string(),
+        );
+
+        let count = Arc::new(AtomicU64::new(0));
+        let filling = tokio::spawn({
+            let (client, hold, count) = (client.clone(), hold.clone(), count.clone());
+            async move { fill_until_the_broker_fails(&client, &hold, &count).await }
+        });
+        eventually(
+            "copies flowing through the hold queue",
+            Duration::from_secs(60),
+            || async { count.load(Ordering::SeqCst) >= BEFORE_STOP },
+        )
+        .await;
+        own.stop(Stop::Graceful).await;
+        let confirmed = tokio::time::timeout(Duration::from_secs(60), filling)
+            .await
+            .expect("publishing fails once the node is down")
+            .expect("the publishing task");
+        own.start_again().await;
+
+        // Copies that fell due while the node was starting come back after the dead-letter workers'
+        // resend delay (10 s here).
+        let client = connect().await;
+        let mut seen = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(70);
+        while !confirmed.is_subset(&seen) && tokio::time::Instant::now() < deadline {
+            drain_numbers(&client, &queue, &mut seen).await;
+            tokio::time::sleep(ms(200)).await;
+        }
+        let missing: Vec<u64> = confirmed.difference(&seen).copied().collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} copies confirmed into the hold queue never came back to '{queue}' (first: {:?})",
+            missing.len(),
+            confirmed.len(),
+            &missing[..missing.len().min(20)]
+        );
+        <RabbitMq as Backend>::close(&client).await;
+        own.passed();
+    }
+}
+
+/// `with_exactly_once()` (feature `rabbitmq-transactional`): a consumer process killed with SIGKILL in the
+/// middle of its transactional retry settles leaves every message exactly once: either the original or
+/// its retry copy, never both, and never a copy twice.
+#[cfg(feature = "rabbitmq-transactional")]
+mod exactly_once {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use shove::{Broker, ConsumerOptions, MessageMetadata, Outcome, RabbitMq, Topic, TopologyBuilder, define_topic};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::time::Instant;
+
+    use super::conformance::{DRAIN, FnHandler, Msg, Probe, Running, unique};
+    use super::{AMQP_URI, START_HINT};
+
+    /// The child's role and its queue, in its environment.
+    const CHILD: &str = "SHOVE_RABBITMQ_EXACTLY_ONCE_CHILD_QUEUE";
+    const TOTAL: u32 = 500;
+    /// First attempts the child makes (each asking for a retry) before it is killed.
+    const KILL_AFTER: usize = 100;
+
+    fn queue() -> String {
+        std::env::var(CHILD).unwrap_or_else(|_| unique("exactly-once"))
+    }
+
+    define_topic!(
+        Once,
+        Msg,
+        TopologyBuilder::new(queue())
+            .hold_queue(Duration::from_secs(1))
+            .dlq()
+            .build()
+    );
+
+    async fn broker() -> Broker<RabbitMq> {
+        match Broker::<RabbitMq>::new(shove::rabbitmq::RabbitMqConfig::new(AMQP_URI)).await {
+            Ok(broker) => broker,
+            Err(e) => panic!("cannot connect to RabbitMQ: {e}. {START_HINT}"),
+        }
+    }
+
+    /// The child process: asks for a retry of every first attempt, with transactional settles, and
+    /// never finishes a retried copy. Without its environment variable it returns at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "the consumer process that exactly_once_crash_leaves_no_duplicate spawns"]
+    async fn exactly_once_child() {
+        if std::env::var(CHILD).is_err() {
+            return;
+        }
+        let handler = FnHandler::new(|msg: Msg, meta: MessageMetadata| async move {
+            if meta.retry_count == 0 {
+                println!("FIRST {} {}", meta.delivery_id, msg.n);
+                Outcome::Retry
+            } else {
+                std::future::pending::<Outcome>().await
+            }
+        });
+        let mut supervisor = broker().await.consumer_supervisor();
+        supervisor
+            .register::<Once, _>(
+                handler,
+                ConsumerOptions::<RabbitMq>::preset(50)
+                    .with_exactly_once()
+                    .without_handler_timeout(),
+            )
+            .expect("register");
+        // Runs until it is killed (or, forgotten, for at most two minutes).
+        let _ = supervisor
+            .run_until_timeout(tokio::time::sleep(Duration::from_secs(120)), DRAIN)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exactly_once_crash_leaves_no_duplicate() {
+        let broker = broker().await;
+        broker.topology().declare::<Once>().await.expect("declare");
+        let topology = Once::topology();
+        let (queue, hold) = (
+            topology.queue().to_string(),
+            topology.hold_queues()[0].name().to_string(),
+        );
+        let dlq = topology.dlq().expect("a DLQ").to_string();
+        let messages: Vec<Msg> = (0..TOTAL).map(|n| Msg::new("once", n)).collect();
+        let publisher = broker.publisher().await.expect("publisher");
+        publisher.publish_batch::<Once>(&messages).await.expect("publish");
+
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--ignored",
+                "--exact",
+                "exactly_once::exactly_once_child",
+                "--nocapture",
+            ])
+            .env(CHILD, &queue)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the child consumer");
+        let mut lines = BufReader::new(child.stdout.take().expect("the child's stdout")).lines();
+        let mut first_attempts = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while first_attempts < KILL_AFTER {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("the child made only {first_attempts} first attempts within 60 s"))
+                .expect("reading the child's output")
+                .unwrap_or_else(|| panic!("the child ended after {first_attempts} first attempts"));
+            if line.starts_with("FIRST ") {
+                first_attempts += 1;
+            }
+        }
+        child.start_kill().expect("SIGKILL the child");
+        let status = child.wait().await.expect("reaping the child");
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "the child must die of SIGKILL: {status:?}");
+        }
+
+        // A new consumer acknowledges everything and records what it receives.
+        let probe = Probe::<Msg>::new();
+        let mut supervisor = broker.consumer_supervisor();
+        supervisor
+            .register::<Once, _>(probe.handler(|_, _| Outcome::Ack), ConsumerOptions::preset(50))
+            .expect("register");
+        let running = Running::supervisor(supervisor, DRAIN);
+        probe
+            .live
+            .wait_for_within("every message at the new consumer", Duration::from_secs(60), |seen| {
+                seen.iter().map(|s| s.msg.n).collect::<BTreeSet<_>>().len() == TOTAL as usize
+            })
+            .await;
+        // Then until nothing is left to arrive: both queues empty and no new call for 2.5 s (longer than
+        // the 1 s hold delay), so a late duplicate would be seen.
+        let stats = broker.queue_stats_provider();
+        let depth = |queue: String| {
+            let stats = &stats;
+            async move {
+                use shove::rabbitmq::QueueStatsProvider;
+                stats.get_queue_stats(&queue).await.expect("queue stats").messages_ready
+            }
+        };
+        let mut quiet: Option<(Instant, usize)> = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let calls = probe.live.len();
+            let empty = depth(queue.clone()).await == 0 && depth(hold.clone()).await == 0;
+            quiet = match quiet {
+                Some((since, n)) if empty && n == calls => Some((since, n)),
+                _ if empty => Some((Instant::now(), calls)),
+                _ => None,
+            };
+            if quiet.is_some_and(|(since, _)| since.elapsed() >= Duration::from_millis(2_500)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the queues did not settle within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(running.stop().await.exit_code(), 0);
+
+        let seen = probe.live.snapshot();
+        let mut ids_of: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        let mut per_copy: HashMap<(String, u32), usize> = HashMap::new();
+        let mut per_id: HashMap<String, Vec<u32>> = HashMap::new();
+        for s in &seen {
+            let id = s.meta.delivery_id.to_string();
+            ids_of.entry(s.msg.n).or_default().insert(id.clone());
+            *per_copy.entry((id.clone(), s.meta.retry_count)).or_default() += 1;
+            per_id.entry(id).or_default().push(s.meta.retry_count);
+        }
+        assert_eq!(ids_of.len(), TOTAL as usize, "every message arrived");
+        let unstable: Vec<_> = ids_of.iter().filter(|(_, ids)| ids.len() != 1).collect();
+        assert!(unstable.is_empty(), "messages seen under several ids: {unstable:?}");
+        let copies: Vec<_> = per_copy.iter().filter(|&(_, &c)| c > 1).collect();
+        assert!(copies.is_empty(), "copies that arrived more than once: {copies:?}");
+        let both: Vec<_> = per_id.iter().filter(|(_, counts)| counts.len() > 1).collect();
+        assert!(
+            both.is_empty(),
+            "messages that arrived both as the original and as the retry copy (the copy's publish and the \
+             original's ack did not commit together): {both:?}"
+        );
+        assert!(seen.iter().all(|s| s.meta.retry_count <= 1), "a retry count above 1");
+        assert_eq!(depth(dlq).await, 0, "nothing was dead-lettered");
+        broker.close().await;
     }
 }
