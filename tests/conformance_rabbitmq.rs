@@ -48,8 +48,9 @@ impl Harness for RabbitMqHarness {
             // Hold queues are durable broker-side queues with a message TTL that dead-letter back to the
             // topic's queue: a delayed message waits in the broker, not in the consumer.
             durable_delays: true,
-            // Not yet: a classic queue reports only a redelivered flag, which a hand-back sets too.
-            lost_attempts: false,
+            // On a main queue every hand-back is a fresh copy, so `redelivered` marks a lost attempt, which
+            // the engine writes into the message (sequenced shards are not counted).
+            lost_attempts: true,
             kill_9_forgets_recent_acks: false,
             // A broker bug, seen on 3.10.8: a node killed a second after declaring a quorum queue
             // forgets the queue's Raft member on restart ("running pre init for 0 registered servers"),
@@ -59,7 +60,7 @@ impl Harness for RabbitMqHarness {
             // failure is open upstream for clusters: rabbitmq/rabbitmq-server#15725.)
             broker_kill_9_gap: Some(
                 "RabbitMQ 3.10 loses a quorum hold queue's Raft member when the node is killed soon after \
-                 declaring it (the queue stays leaderless); see docs/BACKENDS.md, RabbitMQ",
+                 declaring it (the queue stays leaderless); see docs/CONTRACT.md, Known limitations",
             ),
         }
     }
@@ -105,6 +106,7 @@ impl Harness for RabbitMqHarness {
             ),
         ];
         spec.start_within = std::time::Duration::from_secs(60);
+        spec.exclusive = true;
         Some(spec)
     }
 

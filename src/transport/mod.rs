@@ -245,6 +245,13 @@ pub trait Subscription: Send + Sync + 'static {
     /// The per-delivery settle handle.
     type Token: Send + 'static;
 
+    /// Whether the broker keeps counting a stored message's deliveries across crashes (a delivery
+    /// counter), so [`Delivery::lost_attempts`] keeps growing while a message keeps killing its
+    /// consumers. When `false` (the transport only knows "delivered before"), the engine writes a
+    /// delivery's lost attempts into the message before handling it: it requeues a copy whose retry
+    /// count includes them, and handles that copy, so the count survives the next crash.
+    const KEEPS_LOST_ATTEMPTS: bool = true;
+
     /// Waits until at least one message is available and appends at most `max` of them to `out`;
     /// returns `Ok(false)` when the subscription is closed for good (the broker shut down).
     ///

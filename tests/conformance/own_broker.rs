@@ -33,6 +33,9 @@ pub struct OwnBrokerSpec {
     pub ready_line: String,
     /// How long a start may take.
     pub start_within: Duration,
+    /// Runs one at a time in this test process: a heavy broker (a RabbitMQ node takes about a core for
+    /// ten seconds to boot) whose scenarios would otherwise starve each other on a small machine.
+    pub exclusive: bool,
 }
 
 impl OwnBrokerSpec {
@@ -45,6 +48,7 @@ impl OwnBrokerSpec {
             files: Vec::new(),
             ready_line: ready_line.to_string(),
             start_within: Duration::from_secs(30),
+            exclusive: false,
         }
     }
 }
@@ -69,14 +73,26 @@ pub struct OwnBroker {
     starts: u32,
     /// Whether the scenario got to its end (else the log's tail is printed on drop).
     passed: bool,
+    /// Held while an exclusive broker lives.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
+
+/// The turn of exclusive brokers ([`OwnBrokerSpec::exclusive`]).
+static EXCLUSIVE: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(std::sync::Arc::default);
 
 impl OwnBroker {
     /// Starts the broker and waits until it serves clients.
     pub async fn start(spec: OwnBrokerSpec) -> Self {
         let dir = std::env::temp_dir().join(format!("shove-own-broker-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let turn = if spec.exclusive {
+            Some(EXCLUSIVE.clone().lock_owned().await)
+        } else {
+            None
+        };
         let mut broker = Self {
+            _turn: turn,
             port: free_port(),
             port2: free_port(),
             dir,

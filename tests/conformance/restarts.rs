@@ -112,7 +112,8 @@ async fn restart_mid_stream<H: Harness, T: Topic<Message = Msg>>(scenario: &str,
     supervisor
         .register::<T, _>(handler, ConsumerOptions::new().with_prefetch_count(PREFETCH))
         .expect("register");
-    let running = Running::supervisor(supervisor, DRAIN);
+    // A generous drain: the machine is busy with a broker that just started.
+    let running = Running::supervisor(supervisor, DRAIN * 2);
 
     let state = Arc::new(Publishing::default());
     let publishing = tokio::spawn(publish_all::<T>(publisher, state.clone()));

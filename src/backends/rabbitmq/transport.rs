@@ -7,7 +7,10 @@
 //!   between the two leaves a duplicate, never a loss (contract rule 13). With `exactly_once`, publish and
 //!   acknowledgement are one AMQP transaction instead.
 //! - `DeadLetter`: the same, to the DLQ.
-//! - `Release`: `basic.nack` with requeue; with a delay, through a per-queue delay queue.
+//! - `Release`: on a topic's main queue a fresh copy at the tail (confirmed, then the original is acked),
+//!   so that `redelivered` keeps meaning "its consumer went away" (one lost attempt); on sequenced shards
+//!   `basic.nack` with requeue, which keeps the message's place. With a delay, through a per-queue delay
+//!   queue.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use futures::FutureExt;
 use futures::stream::{SelectAll, StreamExt};
 use lapin::Acker;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer, PublisherConfirm};
@@ -200,8 +204,10 @@ impl Transport for RabbitTransport {
             Source::Main(t) => vec![t.hold_queues().iter().map(|h| h.name().to_string()).collect()],
             Source::DeadLetters(_) => vec![Vec::new()],
         };
+        let counts_lost = matches!(source, Source::Main(_));
         let sub = RabbitSubscription {
             client: self.client.clone(),
+            counts_lost,
             dlq: topology.dlq().map(str::to_string),
             queues,
             holds,
@@ -226,6 +232,8 @@ impl Transport for RabbitTransport {
 /// One channel consuming every queue of a source.
 struct Live {
     channel: Channel,
+    /// The consumer tags, one per queue, to cancel before a close hands back what is buffered.
+    tags: Vec<ShortString>,
     stream: SelectAll<futures::stream::BoxStream<'static, (u16, lapin::Result<lapin::message::Delivery>)>>,
     /// Groups settlements into transactions: an AMQP transaction spans the whole channel.
     #[cfg(feature = "rabbitmq-transactional")]
@@ -361,6 +369,10 @@ pub struct RabbitSubscription {
     holds: Vec<Vec<String>>,
     prefetch: u16,
     confirm_timeout: Duration,
+    /// Whether a redelivery counts as a lost attempt: on a topic's main queue. On sequenced shards a
+    /// hand-back must keep the message's place (a requeue, which sets `redelivered` too) and the DLQ
+    /// has no retry budget.
+    counts_lost: bool,
     #[cfg(feature = "rabbitmq-transactional")]
     exactly_once: bool,
     /// `None` after the channel failed: the next `receive` opens a new one.
@@ -395,15 +407,18 @@ impl RabbitSubscription {
             .await
             .map_err(|e| amqp_error("cannot set the prefetch", e))?;
         let mut stream = SelectAll::new();
+        let mut tags = Vec::with_capacity(self.queues.len());
         for (i, queue) in self.queues.iter().enumerate() {
+            let tag = ShortString::from(format!(
+                "shove-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            tags.push(tag.clone());
             let consumer: Consumer = channel
                 .basic_consume(
                     ShortString::from(queue.as_str()),
-                    ShortString::from(format!(
-                        "shove-{}-{}",
-                        std::process::id(),
-                        uuid::Uuid::new_v4().simple()
-                    )),
+                    tag,
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
@@ -414,6 +429,7 @@ impl RabbitSubscription {
         }
         Ok(Live {
             channel,
+            tags,
             stream,
             #[cfg(feature = "rabbitmq-transactional")]
             tx: Arc::default(),
@@ -435,8 +451,10 @@ impl RabbitSubscription {
         Delivery {
             envelope,
             redelivered: d.redelivered,
-            // A requeue hand-back also sets `redelivered`: a lost attempt cannot be told apart.
-            lost_attempts: 0,
+            // On a main queue every hand-back is a fresh copy (see `hand_back`), so `redelivered` means the
+            // delivery before this one ended with its consumer: one lost attempt, which the engine writes
+            // into the message before handling it (`KEEPS_LOST_ATTEMPTS` is false).
+            lost_attempts: u32::from(d.redelivered && self.counts_lost),
             token: self.token(live, queue, d.acker),
         }
     }
@@ -499,6 +517,8 @@ impl RabbitSubscription {
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
                 Some(_) => (Some((self.delay_target(&token, None, delay).await?, envelope)), true),
+                // A fresh copy on a main queue (see `hand_back`), a requeue on sequenced shards.
+                None if self.counts_lost => (Some((self.queues[usize::from(token.queue)].clone(), envelope)), true),
                 None => (None, false),
             },
         };
@@ -507,38 +527,110 @@ impl RabbitSubscription {
 
     /// Stores `copy` in `queue`, then removes the original: confirmed publish then ack, or one transaction.
     async fn forward(&self, token: RabbitToken, queue: String, copy: &Envelope) -> Result<()> {
-        let published = publish_confirmed(
-            &token.channel,
-            ShortString::from(""),
-            ShortString::from(queue.as_str()),
-            copy,
-            self.confirm_timeout,
-        )
-        .await;
-        match published {
-            Ok(()) => token
-                .acker
-                .ack(BasicAckOptions::default())
+        let own_queue = self.queues[usize::from(token.queue)] == queue;
+        let channel = token.channel.clone();
+        forward(token.channel, token.acker, queue, copy, self.confirm_timeout).await?;
+        if own_queue {
+            // The copy is back in the queue this consumer reads, so it may be handed to us at once. An
+            // ack is not confirmed, and one still unsent when the process dies is lost: the original would
+            // come back too and be handled twice. A synchronous method answers only after the broker has
+            // processed every earlier frame of the channel, the ack included.
+            channel
+                .basic_qos(self.prefetch.saturating_mul(2), BasicQosOptions::default())
                 .await
-                .map(|_| ())
-                .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
-            Err(e) => {
-                // The copy is not stored: hand the original back so nothing is lost.
-                let _ = token
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
-                Err(e)
+                .map_err(|e| amqp_error("confirming an acknowledgement failed", e))?;
+        }
+        Ok(())
+    }
+
+    /// Cancels `live`'s consumers and hands back every delivery still buffered on its channel.
+    async fn hand_back_buffered(&self, live: &mut Live) {
+        for tag in &live.tags {
+            if live
+                .channel
+                .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                .await
+                .is_err()
+            {
+                return;
             }
+        }
+        // After the cancel-ok nothing more arrives: what is buffered is handed back, then the stream ends.
+        while let Some(Some((queue, Ok(d)))) = live.stream.next().now_or_never() {
+            let delivery = self.delivery(live, queue, d);
+            let _ = self.hand_back(delivery.token, &delivery.envelope).await;
+        }
+    }
+
+    /// Gives a delivery back without a settlement. On a main queue as a fresh copy at the queue's tail
+    /// (confirmed, then the original is acked), so that `redelivered` keeps meaning "its consumer went
+    /// away"; on sequenced shards as a requeue, which keeps its place.
+    async fn hand_back(&self, token: RabbitToken, envelope: &Envelope) -> Result<()> {
+        #[cfg(feature = "rabbitmq-transactional")]
+        if self.exactly_once {
+            let copy = self
+                .counts_lost
+                .then(|| (self.queues[usize::from(token.queue)].clone(), envelope.clone()));
+            let ack = copy.is_some();
+            return token.tx.settle(&token.channel, copy, token.acker, ack).await;
+        }
+        if self.counts_lost {
+            let queue = self.queues[usize::from(token.queue)].clone();
+            return self.forward(token, queue, envelope).await;
+        }
+        token
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| amqp_error("handing a delivery back failed", e))
+    }
+}
+
+/// Stores `copy` in `queue` on `channel`, then acks the original; if the copy is not confirmed, hands the
+/// original back (requeue) so nothing is lost.
+async fn forward(
+    channel: Channel,
+    acker: Acker,
+    queue: String,
+    copy: &Envelope,
+    confirm_timeout: Duration,
+) -> Result<()> {
+    let published = publish_confirmed(
+        &channel,
+        ShortString::from(""),
+        ShortString::from(queue.as_str()),
+        copy,
+        confirm_timeout,
+    )
+    .await;
+    match published {
+        Ok(()) => acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
+        Err(e) => {
+            // The copy is not stored: hand the original back so nothing is lost.
+            let _ = acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            Err(e)
         }
     }
 }
 
 impl Subscription for RabbitSubscription {
     type Token = RabbitToken;
+
+    /// A classic queue only flags a redelivery; the engine writes the lost attempt into the message.
+    const KEEPS_LOST_ATTEMPTS: bool = false;
 
     async fn receive(&self, max: usize, out: &mut Vec<Delivery<RabbitToken>>) -> Result<bool> {
         let shutdown = self.client.shutdown_token();
@@ -607,7 +699,13 @@ impl Subscription for RabbitSubscription {
     }
 
     async fn close(&self) {
-        if let Some(live) = self.live.lock().await.take() {
+        if let Some(mut live) = self.live.lock().await.take() {
+            if self.counts_lost {
+                // Deliveries the broker already sent but the engine never took go back as fresh copies (see
+                // `hand_back`): stop the consumers, then hand back what is buffered. Bounded: whatever is
+                // left when time runs out is returned by the close below.
+                let _ = tokio::time::timeout(SETTLE_MARGIN, self.hand_back_buffered(&mut live)).await;
+            }
             // Closing the channel returns every unacknowledged delivery to its queue.
             let close = live.channel.close(200, "consumer stopped".into());
             let _ = tokio::time::timeout(SETTLE_MARGIN, close).await;
@@ -646,28 +744,33 @@ impl RabbitSubscription {
                     let target = self.delay_target(&token, None, delay).await?;
                     self.forward(token, target, &envelope).await
                 }
-                None => token
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| amqp_error("handing a delivery back failed", e)),
+                None => self.hand_back(token, &envelope).await,
             },
         }
     }
 
-    fn abandon_now(&self, token: RabbitToken, _envelope: Envelope) {
+    fn abandon_now(&self, token: RabbitToken, envelope: Envelope) {
         // Hand it back now if a runtime is at hand; otherwise closing the channel does it.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         #[cfg(feature = "rabbitmq-transactional")]
         if self.exactly_once {
+            let copy = self
+                .counts_lost
+                .then(|| (self.queues[usize::from(token.queue)].clone(), envelope));
             runtime.spawn(async move {
-                let _ = token.tx.settle(&token.channel, None, token.acker, false).await;
+                let ack = copy.is_some();
+                let _ = token.tx.settle(&token.channel, copy, token.acker, ack).await;
+            });
+            return;
+        }
+        if self.counts_lost {
+            // A fresh copy, as every hand-back on a main queue (see `hand_back`).
+            let queue = self.queues[usize::from(token.queue)].clone();
+            let timeout = self.confirm_timeout;
+            runtime.spawn(async move {
+                let _ = forward(token.channel, token.acker, queue, &envelope, timeout).await;
             });
             return;
         }
