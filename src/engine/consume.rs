@@ -158,17 +158,6 @@ async fn poll_slot<F: Future>(slot: &mut Slot<F>) -> Option<F::Output> {
     out
 }
 
-/// Awaits the future in `slot` (which must hold one) to completion, and empties the slot.
-async fn finish_in_place<F: Future<Output = Result<()>>>(slot: &mut Slot<F>) -> Result<()> {
-    let out = std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
-        Some(f) => f.poll(cx),
-        None => Poll::Ready(Ok(())),
-    })
-    .await;
-    slot.set(None);
-    out
-}
-
 /// Awaits the future in `slot` to completion.
 async fn finish_slot<F: Future>(mut slot: Slot<F>) -> Option<F::Output> {
     std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
@@ -529,16 +518,20 @@ where
     // Where the broker forgets the count (it only flags a redelivery), it is written into the message
     // first: a copy with the raised retry count is requeued, and that copy is the one handled. (A message
     // already past its budget is dead-lettered below instead.) Sequenced topics keep their order: there
-    // the transport reports no lost attempts.
-    let persist_first = !S::KEEPS_LOST_ATTEMPTS
-        && lost > 0
-        && key.is_none()
-        && held.envelope.retry_count <= shared.settings.max_retries;
-    let decision = match admit_payload::<T, _>(&held.envelope, shared) {
-        Ok(_) if persist_first => Decision::Requeue {
-            retry_count: held.envelope.retry_count,
-            hold: None,
-        },
+    // the transport reports no lost attempts. The transport hands out no delivery of that queue until the
+    // original's settlement has reached the broker (see `Subscription::KEEPS_LOST_ATTEMPTS`).
+    let admitted = if !S::KEEPS_LOST_ATTEMPTS && lost > 0 && key.is_none() {
+        // (Past its budget, it is dead-lettered instead.)
+        admit_payload::<T, _>(&held.envelope, shared).and_then(|_| {
+            Err(Decision::Requeue {
+                retry_count: held.envelope.retry_count,
+                hold: None,
+            })
+        })
+    } else {
+        admit_payload::<T, _>(&held.envelope, shared)
+    };
+    let decision = match admitted {
         Err(decision) => decision,
         Ok(message) => {
             let metadata = metadata_of(&held.envelope, redelivered);
@@ -579,20 +572,11 @@ where
         head: Some(head_result(applied, id.clone())),
     };
     settle_slot.set(Some(settle(token, settlement)));
-    let settled = if persist_first {
-        // The copy may come straight back to this consumer. No handler starts before the original is
-        // settled: were the copy handled while the original's settlement is still on its way, a crash
-        // would bring the original back as well, and the attempt would run twice.
-        Some(finish_in_place(settle_slot).await)
-    } else {
-        // Unconstrained by tokio's cooperative budget: a batch of deliveries spends the task's budget on
-        // the transport's channel receives, after which every settle that would complete at once (an ack
-        // queued to the connection's channel) reports `Pending` instead and takes the slow path: an
-        // allocation and a copy of its future into the in-flight set per message. The loop yields by
-        // itself (`YIELD_EVERY`).
-        tokio::task::unconstrained(poll_slot(settle_slot)).await
-    };
-    match settled {
+    // Unconstrained by tokio's cooperative budget: a batch of deliveries spends the task's budget on the
+    // transport's channel receives, after which every settle that would complete at once (an ack queued to
+    // the connection's channel) reports `Pending` instead and takes the slow path: an allocation and a copy
+    // of its future into the in-flight set per message. The loop yields by itself (`YIELD_EVERY`).
+    match tokio::task::unconstrained(poll_slot(settle_slot)).await {
         None => {
             let pending = std::mem::replace(settle_slot, Box::pin(None));
             Step::Wait(Waiting::Settle {

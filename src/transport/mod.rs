@@ -249,7 +249,10 @@ pub trait Subscription: Send + Sync + 'static {
     /// counter), so [`Delivery::lost_attempts`] keeps growing while a message keeps killing its
     /// consumers. When `false` (the transport only knows "delivered before"), the engine writes a
     /// delivery's lost attempts into the message before handling it: it requeues a copy whose retry
-    /// count includes them, and handles that copy, so the count survives the next crash.
+    /// count includes them, and handles that copy, so the count survives the next crash. Such a
+    /// transport must not hand out any delivery of the queue while a copy to that same queue is being
+    /// settled: the copy could be handled, and its process die, before the original's settlement reached
+    /// the broker, and then the original would come back and run a second time.
     const KEEPS_LOST_ATTEMPTS: bool = true;
 
     /// Waits until at least one message is available and appends at most `max` of them to `out`;

@@ -215,6 +215,7 @@ impl Transport for RabbitTransport {
             confirm_timeout: options.backend.hold_queue_timeout.unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
             #[cfg(feature = "rabbitmq-transactional")]
             exactly_once: options.backend.exactly_once,
+            own_copies: tokio::sync::RwLock::new(()),
             live: tokio::sync::Mutex::new(None),
             delay_queues: std::sync::Mutex::new(HashSet::new()),
         };
@@ -234,6 +235,9 @@ struct Live {
     channel: Channel,
     /// The consumer tags, one per queue, to cancel before a close hands back what is buffered.
     tags: Vec<ShortString>,
+    /// Deliveries taken from the stream but not yet handed to the engine (a `receive` cancelled while it
+    /// waited for `own_copies`).
+    stash: Vec<(u16, lapin::message::Delivery)>,
     stream: SelectAll<futures::stream::BoxStream<'static, (u16, lapin::Result<lapin::message::Delivery>)>>,
     /// Groups settlements into transactions: an AMQP transaction spans the whole channel.
     #[cfg(feature = "rabbitmq-transactional")]
@@ -375,6 +379,10 @@ pub struct RabbitSubscription {
     counts_lost: bool,
     #[cfg(feature = "rabbitmq-transactional")]
     exactly_once: bool,
+    /// Held for writing while a copy goes back to one of this subscription's own queues, until the
+    /// original's ack is processed; `receive` takes it for reading before it hands out deliveries, so the
+    /// copy (which may arrive at once) is never handled before the original is settled.
+    own_copies: tokio::sync::RwLock<()>,
     /// `None` after the channel failed: the next `receive` opens a new one.
     live: tokio::sync::Mutex<Option<Live>>,
     delay_queues: std::sync::Mutex<HashSet<String>>,
@@ -430,6 +438,7 @@ impl RabbitSubscription {
         Ok(Live {
             channel,
             tags,
+            stash: Vec::new(),
             stream,
             #[cfg(feature = "rabbitmq-transactional")]
             tx: Arc::default(),
@@ -528,6 +537,11 @@ impl RabbitSubscription {
     /// Stores `copy` in `queue`, then removes the original: confirmed publish then ack, or one transaction.
     async fn forward(&self, token: RabbitToken, queue: String, copy: &Envelope) -> Result<()> {
         let own_queue = self.queues[usize::from(token.queue)] == queue;
+        let _no_deliveries = if own_queue {
+            Some(self.own_copies.write().await)
+        } else {
+            None
+        };
         let channel = token.channel.clone();
         forward(token.channel, token.acker, queue, copy, self.confirm_timeout).await?;
         if own_queue {
@@ -556,6 +570,10 @@ impl RabbitSubscription {
             }
         }
         // After the cancel-ok nothing more arrives: what is buffered is handed back, then the stream ends.
+        for (queue, d) in std::mem::take(&mut live.stash) {
+            let delivery = self.delivery(live, queue, d);
+            let _ = self.hand_back(delivery.token, &delivery.envelope).await;
+        }
         while let Some(Some((queue, Ok(d)))) = live.stream.next().now_or_never() {
             let delivery = self.delivery(live, queue, d);
             let _ = self.hand_back(delivery.token, &delivery.envelope).await;
@@ -641,44 +659,50 @@ impl Subscription for RabbitSubscription {
         let Some(current) = live.as_mut() else {
             return Ok(false);
         };
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
-            next = current.stream.next() => next,
-        };
-        let failure = match first {
-            Some((queue, Ok(d))) => {
-                let first = self.delivery(current, queue, d);
-                out.push(first);
-                // Take whatever else is already buffered, without waiting.
-                let mut failure = None;
-                while out.len() < max {
-                    match current.stream.next().now_or_never() {
-                        Some(Some((queue, Ok(d)))) => {
-                            let next = self.delivery(current, queue, d);
-                            out.push(next);
-                        }
-                        Some(Some((_, Err(e)))) => {
-                            failure = Some(amqp_error("the RabbitMQ consumer failed", e));
-                            break;
-                        }
-                        Some(None) | None => break,
-                    }
-                }
-                match failure {
-                    // Deliveries already taken are returned; the channel is reopened on the next call.
-                    Some(e) => {
-                        tracing::warn!(error = %e, "RabbitMQ consumer channel failed; reopening");
-                        *live = None;
-                        return Ok(true);
-                    }
-                    None => return Ok(true),
+        let mut failure = None;
+        if current.stash.is_empty() {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                next = current.stream.next() => next,
+            };
+            match first {
+                Some((queue, Ok(d))) => current.stash.push((queue, d)),
+                Some((_, Err(e))) => failure = Some(amqp_error("the RabbitMQ consumer failed", e)),
+                None => {
+                    failure = Some(ShoveError::Connection(
+                        "RabbitMQ cancelled the consumer (queue deleted or connection lost)".into(),
+                    ))
                 }
             }
-            Some((_, Err(e))) => amqp_error("the RabbitMQ consumer failed", e),
-            None => ShoveError::Connection("RabbitMQ cancelled the consumer (queue deleted or connection lost)".into()),
-        };
-        *live = None;
-        Err(failure)
+            // Take whatever else is already buffered, without waiting.
+            while failure.is_none() && current.stash.len() < max {
+                match current.stream.next().now_or_never() {
+                    Some(Some((queue, Ok(d)))) => current.stash.push((queue, d)),
+                    Some(Some((_, Err(e)))) => failure = Some(amqp_error("the RabbitMQ consumer failed", e)),
+                    Some(None) | None => break,
+                }
+            }
+        }
+        if current.stash.is_empty() {
+            *live = None;
+            return Err(failure.unwrap_or_else(|| ShoveError::Connection("the RabbitMQ consumer failed".into())));
+        }
+        // Not while a copy to one of our own queues is being settled (see `own_copies`). Waiting here is
+        // cancel-safe: the deliveries wait in the stash for the next call.
+        let _settled = self.own_copies.read().await;
+        let mut stash = std::mem::take(&mut current.stash);
+        let rest = stash.split_off(stash.len().min(max));
+        for (queue, d) in stash {
+            let delivery = self.delivery(current, queue, d);
+            out.push(delivery);
+        }
+        current.stash = rest;
+        if let Some(e) = failure {
+            // Deliveries already taken are returned; the channel is reopened on the next call.
+            tracing::warn!(error = %e, "RabbitMQ consumer channel failed; reopening");
+            *live = None;
+        }
+        Ok(true)
     }
 
     async fn settle(&self, token: RabbitToken, how: Settlement) -> Result<()> {
