@@ -690,13 +690,14 @@ impl Subscription for RabbitSubscription {
         // Not while a copy to one of our own queues is being settled (see `own_copies`). Waiting here is
         // cancel-safe: the deliveries wait in the stash for the next call.
         let _settled = self.own_copies.read().await;
+        // Drained through a local so the stash keeps its allocation from one call to the next.
         let mut stash = std::mem::take(&mut current.stash);
-        let rest = stash.split_off(stash.len().min(max));
-        for (queue, d) in stash {
+        let n = stash.len().min(max);
+        for (queue, d) in stash.drain(..n) {
             let delivery = self.delivery(current, queue, d);
             out.push(delivery);
         }
-        current.stash = rest;
+        current.stash = stash;
         if let Some(e) = failure {
             // Deliveries already taken are returned; the channel is reopened on the next call.
             tracing::warn!(error = %e, "RabbitMQ consumer channel failed; reopening");

@@ -565,30 +565,30 @@ impl RedisSubscription {
     }
 
     /// Carries out one settlement; on failure the entry stays pending in this consumer's name.
-    async fn settle_now(&self, token: RedisToken, how: Settlement) -> Result<()> {
+    async fn settle_now(&self, token: &RedisToken, how: Settlement) -> Result<()> {
         // Settled (or, on failure, handed back): no longer this consumer's to count.
         let credit = CreditBack(&self.credits);
         match how {
             Settlement::Ack => {
                 let work = Work::Ack {
-                    stream: self.stream(&token).name.clone(),
-                    id: token.id,
+                    stream: self.stream(token).name.clone(),
+                    id: token.id.clone(),
                 };
                 self.batcher.run(&self.client, work, Some(credit)).await
             }
             Settlement::Requeue { envelope, hold } => match hold {
                 Some(h) => {
                     let set = self
-                        .stream(&token)
+                        .stream(token)
                         .holds
                         .get(h.index)
                         .cloned()
-                        .unwrap_or_else(|| self.stream(&token).release.clone());
-                    self.schedule(&token, &set, h.delay, &envelope).await
+                        .unwrap_or_else(|| self.stream(token).release.clone());
+                    self.schedule(token, &set, h.delay, &envelope).await
                 }
                 None => {
-                    let stream = self.stream(&token).name.clone();
-                    self.move_to(&token, &stream, &envelope).await
+                    let stream = self.stream(token).name.clone();
+                    self.move_to(token, &stream, &envelope).await
                 }
             },
             Settlement::DeadLetter { envelope } => {
@@ -596,19 +596,19 @@ impl RedisSubscription {
                     .dlq
                     .clone()
                     .ok_or_else(|| no_dlq(self.streams.first().map_or("", |s| s.name.as_str())))?;
-                self.move_to(&token, &dlq, &envelope).await
+                self.move_to(token, &dlq, &envelope).await
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
                 Some(d) => {
-                    let set = self.stream(&token).release.clone();
-                    self.schedule(&token, &set, d, &envelope).await
+                    let set = self.stream(token).release.clone();
+                    self.schedule(token, &set, d, &envelope).await
                 }
                 None if self.sharded => {
-                    hand_back_in_place(&self.client, &self.stream(&token).name, &token.id, Count::of(&token)).await
+                    hand_back_in_place(&self.client, &self.stream(token).name, &token.id, Count::of(token)).await
                 }
                 None => {
-                    let stream = self.stream(&token).name.clone();
-                    self.move_to(&token, &stream, &envelope).await
+                    let stream = self.stream(token).name.clone();
+                    self.move_to(token, &stream, &envelope).await
                 }
             },
         }
@@ -674,18 +674,16 @@ impl Subscription for RedisSubscription {
     }
 
     async fn settle(&self, token: RedisToken, how: Settlement) -> Result<()> {
-        let stream = self.stream(&token).name.clone();
-        let (id, count) = (token.id.clone(), Count::of(&token));
-        let settled = self.settle_now(token, how).await;
+        let settled = self.settle_now(&token, how).await;
         if settled.is_err() {
             // The entry is still pending in this consumer's name (a settlement is one atomic command or
             // script: it either happened or not). Hand it back once the server answers again, so it is
             // redelivered then rather than after the reclaim idle time.
             tokio::spawn(hand_back_when_reachable(
                 self.client.clone(),
-                stream,
-                id,
-                count,
+                self.stream(&token).name.clone(),
+                Count::of(&token),
+                token.id,
                 self.stop.clone(),
             ));
         }
@@ -778,8 +776,8 @@ impl Count {
 async fn hand_back_when_reachable(
     client: RedisClient,
     stream: String,
-    id: String,
     count: Count,
+    id: String,
     stop: CancellationToken,
 ) {
     let mut wait = Duration::from_millis(200);
