@@ -791,3 +791,82 @@ mod footprint {
         let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&stream).query_async(&mut con).await;
     }
 }
+
+/// A read whose reply the connection loses: the server has moved the entry into the consumer's name, the
+/// consumer never saw it. Without recovery it waits out the reclaim idle time (60 s without a handler
+/// timeout); the consumer takes it back as soon as it has reconnected.
+mod lost_read_reply {
+    use redis::streams::StreamInfoGroupsReply;
+    use shove::{ConsumerOptions, Outcome, Topic, TopologyBuilder, define_topic};
+
+    use super::RedisHarness;
+    use super::conformance::proxy::Proxy;
+    use super::conformance::{DRAIN, Harness, Msg, Probe, Running, WAIT, eventually, unique};
+    use super::{address, redis_url};
+
+    /// Entries delivered to `stream`'s consumer group and not yet acknowledged.
+    async fn pending(con: &mut redis::aio::MultiplexedConnection, stream: &str) -> usize {
+        let reply: StreamInfoGroupsReply = redis::AsyncCommands::xinfo_groups(con, stream)
+            .await
+            .expect("XINFO GROUPS");
+        reply.groups.iter().map(|g| g.pending).sum()
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_read_reply_was_lost_is_delivered_after_the_reconnect() {
+        define_topic!(Lost, Msg, TopologyBuilder::new(unique("lost-reply")).dlq().build());
+        let queue = Lost::topology().queue().to_string();
+        let proxy = Proxy::start(address()).await;
+        let direct = RedisHarness::broker().await;
+        direct.topology().declare::<Lost>().await.expect("declare");
+        let publisher = direct.publisher().await.expect("publisher");
+        let con = redis::Client::open(redis_url())
+            .expect("a valid SHOVE_REDIS_URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a plain connection to Redis");
+        // The consumer reaches the server through the proxy.
+        let broker = RedisHarness::broker_at(proxy.addr()).await;
+        let probe = Probe::<Msg>::new();
+        let mut sup = broker.consumer_supervisor();
+        sup.register::<Lost, _>(probe.handler(|_, _| Outcome::Ack), ConsumerOptions::new())
+            .expect("register");
+        let running = Running::supervisor(sup, DRAIN);
+        publisher.publish::<Lost>(&Msg::new("k", 1)).await.expect("publish");
+        probe.live.wait_for("the first message handled", |s| s.len() == 1).await;
+        eventually("the first message acknowledged", WAIT, || {
+            let mut con = con.clone();
+            let queue = queue.clone();
+            async move { pending(&mut con, &queue).await == 0 }
+        })
+        .await;
+        // The consumer is blocked in its read; its reply is held, then dropped with the connection.
+        proxy.stall(true);
+        publisher.publish::<Lost>(&Msg::new("k", 2)).await.expect("publish");
+        eventually(
+            "the server delivered the second message into the held read",
+            WAIT,
+            || {
+                let mut con = con.clone();
+                let queue = queue.clone();
+                async move { pending(&mut con, &queue).await == 1 }
+            },
+        )
+        .await;
+        proxy.cut();
+        proxy.stall(false);
+        let seen = probe
+            .live
+            .wait_for("the second message handled after the reconnect", |s| s.len() >= 2)
+            .await;
+        assert_eq!(seen[1].msg.n, 2, "{seen:?}");
+        assert_eq!(
+            seen[1].meta.retry_count, 0,
+            "a lost reply is not a failed attempt: {seen:?}"
+        );
+        let outcome = running.stop().await;
+        assert_eq!(outcome.panics, 0, "{outcome:?}");
+        broker.close().await;
+        direct.close().await;
+    }
+}

@@ -8,7 +8,9 @@
 //!   duplicate.
 //! - Dead letter / immediate redelivery: one script acknowledges and appends the copy to the target stream.
 //! - Crash recovery: entries left pending by a consumer that went away are claimed (`XAUTOCLAIM`) once idle
-//!   for twice the handler timeout, and count as a retry.
+//!   for twice the handler timeout (60 s without one), and count as a lost attempt.
+//! - A lost connection: entries a read had moved into this consumer's name when its reply was lost are
+//!   taken back as soon as the connection is back (told apart by their idle time), not after that idle time.
 //! - Sequenced shards: each is read by one consumer at a time, which holds a renewed lock on it.
 
 use std::collections::HashMap;
@@ -178,6 +180,27 @@ fn pending_delivery_count(reply: Value) -> Option<u64> {
         Value::Int(n) => u64::try_from(n).ok(),
         _ => None,
     }
+}
+
+/// The ids in an `XPENDING stream group - + count consumer` reply `[[id, consumer, idle, count], …]`
+/// whose idle time is at most `max_idle_ms`.
+fn pending_ids_idle_at_most(reply: Value, max_idle_ms: u64) -> Vec<String> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let Value::Array(fields) = e else { return None };
+            let mut fields = fields.into_iter();
+            let id = utf8(into_bytes(fields.next()?)?);
+            let idle = match fields.nth(1)? {
+                Value::Int(n) => u64::try_from(n).ok()?,
+                _ => return None,
+            };
+            (idle <= max_idle_ms).then_some(id)
+        })
+        .collect()
 }
 
 /// The claimed entries of an `XAUTOCLAIM` reply `[next, entries, deleted]`.
@@ -524,6 +547,7 @@ impl RedisSubscription {
             debt: 0,
             tx,
             stop: stop.clone(),
+            unseen_since: None,
         };
         let reader_id = reader.connection_id.clone();
         let reader = tokio::spawn(reader.run());
@@ -834,6 +858,9 @@ struct Reader {
     debt: usize,
     tx: mpsc::Sender<Result<Delivery<RedisToken>>>,
     stop: CancellationToken,
+    /// When the first command that may have moved entries into this consumer's name without its reply
+    /// arriving was sent (a read or reclaim cut off by a lost connection); `None` when nothing is missing.
+    unseen_since: Option<tokio::time::Instant>,
 }
 
 impl Reader {
@@ -892,6 +919,9 @@ impl Reader {
                 break;
             }
             let step: Result<()> = async {
+                if let Some(since) = self.unseen_since {
+                    self.recover_unseen(since).await?;
+                }
                 if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
                     last_housekeeping = Some(tokio::time::Instant::now());
                     if self.sharded {
@@ -967,6 +997,7 @@ impl Reader {
                 return Ok(());
             }
             taken.forget();
+            let sent = tokio::time::Instant::now();
             let reply = redis::cmd("XAUTOCLAIM")
                 .arg(&s.name)
                 .arg(self.client.group())
@@ -981,6 +1012,7 @@ impl Reader {
                 Ok(reply) => autoclaim_reply(reply),
                 Err(e) => {
                     self.return_credits(free);
+                    self.unseen_since.get_or_insert(sent);
                     return Err(redis_error("reclaiming idle entries failed", e));
                 }
             };
@@ -1002,6 +1034,81 @@ impl Reader {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Delivers the entries that a read or reclaim cut off by a lost connection moved into this consumer's
+    /// name without their reply arriving, rather than leaving them pending until the reclaim idle time.
+    ///
+    /// They are told apart from the entries this consumer holds by their idle time: each was delivered
+    /// by a command the server ran after `since`, every entry held by the engine by one whose reply had
+    /// arrived before it (hand-backs go to another consumer name). A message read just before `since`
+    /// may be delivered twice, never lost. Reads alone cannot lose entries this way on a healthy
+    /// connection, so this runs only after a failure.
+    async fn recover_unseen(&mut self, since: tokio::time::Instant) -> Result<()> {
+        let streams = self.streams.clone();
+        for (i, s) in streams.iter().enumerate() {
+            let reply = redis::cmd("XPENDING")
+                .arg(&s.name)
+                .arg(self.client.group())
+                .arg("-")
+                .arg("+")
+                .arg(self.prefetch * 2 + self.debt + 64)
+                .arg(&self.consumer)
+                .query_async::<Value>(&mut self.con)
+                .await
+                .map_err(|e| redis_error("listing the entries a lost connection left pending failed", e))?;
+            // Measured after the reply, so it is at least the server's idle time of an entry delivered
+            // after `since` (plus a millisecond for the server's rounding).
+            let max_idle = u64::try_from(since.elapsed().as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+            let ids = pending_ids_idle_at_most(reply, max_idle);
+            if ids.is_empty() {
+                continue;
+            }
+            // Claimed back with the count a first delivery leaves, so a later reclaim counts lost
+            // attempts as for any entry read once.
+            let mut claim = redis::cmd("XCLAIM");
+            claim.arg(&s.name).arg(self.client.group()).arg(&self.consumer).arg(0);
+            for id in &ids {
+                claim.arg(id);
+            }
+            let reply = claim
+                .arg("RETRYCOUNT")
+                .arg(1)
+                .query_async::<Value>(&mut self.con)
+                .await
+                .map_err(|e| redis_error("taking back the entries a lost connection left pending failed", e))?;
+            let recovered = entries(reply);
+            tracing::debug!(stream = %s.name, count = recovered.len(), "Redis consumer delivers entries whose read reply was lost");
+            // Each needs a credit like any entry read; those the engine has none for yet are owed.
+            let free = self.credits.available_permits().min(recovered.len());
+            let paid = match self.credits.try_acquire_many(free as u32) {
+                Ok(taken) => {
+                    taken.forget();
+                    free
+                }
+                Err(_) => 0,
+            };
+            self.debt += recovered.len() - paid;
+            for (id, envelope) in recovered {
+                let d = Delivery {
+                    envelope,
+                    redelivered: false,
+                    lost_attempts: 0,
+                    token: RedisToken {
+                        stream: i as u16,
+                        id,
+                        lost: 0,
+                    },
+                };
+                if let Err(unsent) = self.tx.send(Ok(d)).await {
+                    self.give_back(unsent.0).await;
+                }
+            }
+        }
+        self.unseen_since = None;
         Ok(())
     }
 
@@ -1094,10 +1201,12 @@ impl Reader {
         for _ in &names {
             cmd.arg(">");
         }
+        let sent = tokio::time::Instant::now();
         let reply = match cmd.query_async::<Value>(&mut self.con).await {
             Ok(reply) => reply,
             Err(e) => {
                 self.return_credits(count);
+                self.unseen_since.get_or_insert(sent);
                 self.connection_id.store(0, std::sync::atomic::Ordering::Release);
                 return Err(redis_error("reading from Redis failed", e));
             }
