@@ -704,6 +704,7 @@ macro_rules! conformance_suite {
             fail_all_after_exhausted_retries_poisons_the_key,
             defer_on_sequenced_topic_counts_as_retry,
             small_max_pending_per_key_keeps_order,
+            a_stopped_consumers_buffered_messages_go_back_in_order,
         });
 
         $crate::conformance::scenarios!(consumers {

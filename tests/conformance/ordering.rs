@@ -520,3 +520,90 @@ pub async fn small_max_pending_per_key_keeps_order<H: Harness>() {
     assert_per_key_order(&all, KEYS, PER_KEY);
     let _ = running.stop().await;
 }
+
+/// Rule 14 across a hand-over: a consumer stopped while a key's head is in its handler gives back the
+/// key's messages it had already taken; the next consumer handles them, and the rest of the key, in
+/// publish order.
+///
+/// Which messages the first consumer holds when it stops is not observable from outside, so the
+/// messages after the head are published one at a time while the head is held in its handler: the
+/// consumer takes them as they arrive, and stopping finds them buffered behind the head.
+pub async fn a_stopped_consumers_buffered_messages_go_back_in_order<H: Harness>() {
+    define_sequenced_topic!(
+        Handover,
+        Msg,
+        Msg::key_of,
+        TopologyBuilder::new(unique("handover"))
+            .sequenced(SequenceFailure::Skip)
+            .hold_queue(ms(50))
+            .dlq()
+            .build()
+    );
+    const TOTAL: u32 = 30;
+    let broker = H::broker().await;
+    broker.topology().declare::<Handover>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+
+    let first = Probe::<Msg>::new();
+    let release_head = tokio_util::sync::CancellationToken::new();
+    let handler = {
+        let (live, release_head) = (first.live.clone(), release_head.clone());
+        FnHandler::new(move |m: Msg, meta: MessageMetadata| {
+            let (live, release_head) = (live.clone(), release_head.clone());
+            async move {
+                let n = m.n;
+                live.push(super::Seen {
+                    msg: m,
+                    meta,
+                    at: tokio::time::Instant::now(),
+                });
+                if n == 0 {
+                    release_head.cancelled().await;
+                }
+                Outcome::Ack
+            }
+        })
+    };
+    let mut sup = broker.consumer_supervisor();
+    sup.register_fifo::<Handover, _>(handler, ConsumerOptions::new().with_prefetch_count(10))
+        .await
+        .expect("register_fifo");
+    let running = Running::supervisor(sup, WAIT);
+    publisher.publish::<Handover>(&Msg::new("k", 0)).await.expect("publish");
+    first.live.wait_for("the head in its handler", |s| !s.is_empty()).await;
+    for n in 1..TOTAL {
+        publisher.publish::<Handover>(&Msg::new("k", n)).await.expect("publish");
+    }
+    // The stop is asked for before the head may finish, so the consumer stops with messages taken.
+    let stopping = tokio::spawn(running.stop());
+    release_head.cancel();
+    let outcome = stopping.await.expect("the stop task");
+    assert_eq!(outcome.exit_code(), 0, "a graceful stop: {outcome:?}");
+    let handled_first: Vec<u32> = first.live.snapshot().iter().map(|s| s.msg.n).collect();
+
+    let second = Probe::<Msg>::new();
+    let mut sup = broker.consumer_supervisor();
+    sup.register_fifo::<Handover, _>(
+        second.handler(|_, _| Outcome::Ack),
+        ConsumerOptions::new().with_prefetch_count(10),
+    )
+    .await
+    .expect("register_fifo");
+    let running = Running::supervisor(sup, DRAIN);
+    let rest = TOTAL as usize - handled_first.len();
+    let seen = second
+        .live
+        .wait_for("the rest of the key on the next consumer", |s| s.len() >= rest)
+        .await;
+    let handled: Vec<u32> = handled_first
+        .iter()
+        .copied()
+        .chain(seen.iter().map(|s| s.msg.n))
+        .collect();
+    assert_eq!(
+        handled,
+        (0..TOTAL).collect::<Vec<_>>(),
+        "the first consumer handled {handled_first:?}; the next one must go on from there in publish order"
+    );
+    let _ = running.stop().await;
+}

@@ -203,11 +203,19 @@ fn pending_ids_idle_at_most(reply: Value, max_idle_ms: u64) -> Vec<String> {
         .collect()
 }
 
-/// The claimed entries of an `XAUTOCLAIM` reply `[next, entries, deleted]`.
-fn autoclaim_reply(reply: Value) -> Vec<(String, Envelope)> {
+/// The claimed entries of an `XAUTOCLAIM` reply `[next, entries, deleted]`, and whether the scan went
+/// through the whole pending list (`next` is `0-0`).
+fn autoclaim_reply(reply: Value) -> (bool, Vec<(String, Envelope)>) {
     match reply {
-        Value::Array(parts) => parts.into_iter().nth(1).map(entries).unwrap_or_default(),
-        _ => Vec::new(),
+        Value::Array(parts) => {
+            let mut parts = parts.into_iter();
+            let done = parts
+                .next()
+                .and_then(into_bytes)
+                .is_some_and(|next| next.as_slice() == b"0-0");
+            (done, parts.next().map(entries).unwrap_or_default())
+        }
+        _ => (true, Vec::new()),
     }
 }
 
@@ -548,6 +556,7 @@ impl RedisSubscription {
             tx,
             stop: stop.clone(),
             unseen_since: None,
+            reclaiming: vec![false; streams.len()],
         };
         let reader_id = reader.connection_id.clone();
         let reader = tokio::spawn(reader.run());
@@ -861,6 +870,10 @@ struct Reader {
     /// When the first command that may have moved entries into this consumer's name without its reply
     /// arriving was sent (a read or reclaim cut off by a lost connection); `None` when nothing is missing.
     unseen_since: Option<tokio::time::Instant>,
+    /// Per stream: a shard whose pending entries (handed back in place, or left by its previous reader)
+    /// may not all be reclaimed yet. No new entry is read from it until they are, so that none overtakes
+    /// them (per-key order across a hand-over).
+    reclaiming: Vec<bool>,
 }
 
 impl Reader {
@@ -928,6 +941,8 @@ impl Reader {
                         self.claim_shards(&mut owned).await?;
                     }
                     self.reclaim(&owned).await?;
+                } else if self.reclaiming.iter().zip(&owned).any(|(r, o)| *r && *o) {
+                    self.reclaim(&owned).await?;
                 }
                 if last_sweep.is_none_or(|t| t.elapsed() >= DEAD_CONSUMER_IDLE / 10) {
                     last_sweep = Some(tokio::time::Instant::now());
@@ -977,7 +992,10 @@ impl Reader {
                 .invoke_async(&mut self.con)
                 .await
                 .map_err(|e| redis_error("claiming a shard failed", e))?;
-            owned[i] = got == 1;
+            let held = got == 1;
+            // A shard just taken over: what its previous reader handed back goes first.
+            self.reclaiming[i] |= held && !owned[i];
+            owned[i] = held;
         }
         Ok(())
     }
@@ -1008,7 +1026,7 @@ impl Reader {
                 .arg(free)
                 .query_async::<Value>(&mut self.con)
                 .await;
-            let claimed = match reply {
+            let (done, claimed) = match reply {
                 Ok(reply) => autoclaim_reply(reply),
                 Err(e) => {
                     self.return_credits(free);
@@ -1017,6 +1035,7 @@ impl Reader {
                 }
             };
             self.return_credits(free.saturating_sub(claimed.len()));
+            self.reclaiming[i] = self.sharded && !done;
             let lost = self.lost_attempts(&s.name, &claimed).await;
             for ((id, envelope), lost_attempts) in claimed.into_iter().zip(lost) {
                 let d = Delivery {
@@ -1161,9 +1180,17 @@ impl Reader {
         let names: Vec<(usize, &str)> = streams
             .iter()
             .enumerate()
-            .filter(|(i, _)| owned[*i])
+            .filter(|(i, _)| owned[*i] && !self.reclaiming[*i])
             .map(|(i, s)| (i, s.name.as_str()))
             .collect();
+        if names.is_empty() && owned.iter().any(|o| *o) {
+            // Every shard held still has entries to reclaim first: wait for room for them.
+            tokio::select! {
+                _ = self.stop.cancelled() => {}
+                p = self.credits.acquire() => drop(p),
+            }
+            return Ok(());
+        }
         if names.is_empty() {
             // A standby: wait for a shard to come free.
             tokio::select! {
