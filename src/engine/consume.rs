@@ -74,8 +74,8 @@ enum Job<Tok> {
     Handle(Delivery<Tok>),
     /// Dead-letter without running the handler (poisoned key).
     Kill(Delivery<Tok>, &'static str),
-    /// Hand back unprocessed.
-    Release(Delivery<Tok>, Option<Duration>),
+    /// Hand back unprocessed, to come again after the delay (a key over `max_pending_per_key`).
+    Release(Delivery<Tok>, Duration),
 }
 
 /// The result of one job, fed back to the sequencer.
@@ -238,6 +238,10 @@ where
     let mut outcome = Ok(());
     let mut stopping = false;
     let mut handed_back = false;
+    let mut aborted = false;
+    // A sequenced source's messages that go back unhandled when the consumer stops, in delivery order
+    // per key: handed back one by one once nothing is running and reads have ended (see below).
+    let mut hand_backs: Vec<Delivery<Tok<Tr>>> = Vec::new();
     let mut since_yield = 0usize;
 
     // Starts a job: finishes it in place when nothing waits, else adds it to the in-flight set.
@@ -273,10 +277,11 @@ where
             _ = ctl.abort.cancelled() => {
                 // Buffered deliveries never reached a job: give them back like the in-flight ones.
                 if let Some(seq) = sequencer.as_mut() {
-                    for d in seq.take_buffered() {
+                    for d in hand_backs.drain(..).chain(seq.take_buffered()) {
                         sub.abandon(d.token, d.envelope);
                     }
                 }
+                aborted = true;
                 break;
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
@@ -317,8 +322,17 @@ where
         if stopping && !handed_back {
             handed_back = true;
             if let Some(seq) = sequencer.as_mut() {
-                // Buffered messages never started: they go back at once.
-                work.extend(seq.take_buffered().into_iter().map(|d| Job::Release(d, None)));
+                // Never started, they go back: first those the sequencer already let through (each the
+                // next of its key), then those it still buffers behind them.
+                let mut rest = VecDeque::with_capacity(work.len());
+                for job in work.drain(..) {
+                    match job {
+                        Job::Handle(d) => hand_backs.push(d),
+                        other => rest.push_back(other),
+                    }
+                }
+                work = rest;
+                hand_backs.extend(seq.take_buffered());
             }
         }
 
@@ -326,7 +340,7 @@ where
         while let Some(job) = work.pop_front() {
             match job {
                 // While stopping, whatever the sequencer would start next goes back to the broker.
-                Job::Handle(d) if stopping => start!(Job::Release(d, None)),
+                Job::Handle(d) if stopping => hand_backs.push(d),
                 other => start!(other),
             }
         }
@@ -346,6 +360,12 @@ where
     }
 
     drop(inflight);
+    if sequencer.is_some() && !aborted {
+        // Rule 14 across a hand-over: with reads ended, nothing handed back can reach this subscription
+        // again, and the broker puts each key's messages back in delivery order for the next reader.
+        sub.stop_receiving(&mut hand_backs).await;
+        sub.hand_back_in_order(hand_backs).await;
+    }
     settings.engine.processing.store(false, Ordering::Relaxed);
     sub.close().await;
     outcome
@@ -365,7 +385,7 @@ fn job_for<Tok>(a: Admit<Tok>) -> Option<Job<Tok>> {
     match a {
         Admit::Run(d) => Some(Job::Handle(d)),
         Admit::Buffered => None,
-        Admit::Release(d) => Some(Job::Release(d, Some(OVERFLOW_RELEASE_DELAY))),
+        Admit::Release(d) => Some(Job::Release(d, OVERFLOW_RELEASE_DELAY)),
         Admit::Poisoned(d) => Some(Job::Kill(d, reasons::SEQUENCE_POISONED)),
     }
 }
@@ -769,6 +789,7 @@ where
     match j {
         Job::Release(d, delay) => {
             let (held, _) = InFlight::new(shared.sub, d);
+            let delay = Some(delay);
             if let Err(e) = held.settle(|envelope| Settlement::Release { envelope, delay }).await {
                 tracing::warn!(queue = %shared.queue, error = %e, "could not hand a message back; the broker will redeliver it");
             }

@@ -29,6 +29,16 @@ use crate::transport::{
 };
 
 crate::define_topic!(Jobs, String, TopologyBuilder::new("consume-test-jobs").build());
+crate::define_sequenced_topic!(
+    Keyed,
+    String,
+    |_: &String| "k".to_string(),
+    TopologyBuilder::new("consume-test-keyed")
+        .sequenced(crate::topology::SequenceFailure::Skip)
+        .hold_queue(Duration::from_millis(10))
+        .dlq()
+        .build()
+);
 crate::define_topic!(
     DlqJobs,
     String,
@@ -54,6 +64,8 @@ enum Event {
     Settled(&'static str),
     /// The engine gave the message up unsettled.
     Abandoned(&'static str),
+    /// The engine ended the subscription's reads before handing messages back.
+    StoppedReceiving,
 }
 
 /// One delivery [`Gated`] hands out: the message's name (its payload and token) and what the broker says
@@ -152,7 +164,8 @@ impl Subscription for Gated {
                 payload: serde_json::to_vec(msg.name).expect("encode"),
                 message_id: MessageId::Text(Arc::from(msg.name)),
                 retry_count: msg.retry_count,
-                sequence_key: None,
+                // Every message has the one key (ignored on topics that are not sequenced).
+                sequence_key: Some(Arc::from("k")),
                 headers: Arc::new(HashMap::new()),
                 death: None,
             },
@@ -180,6 +193,10 @@ impl Subscription for Gated {
         self.record(Event::Abandoned(token));
     }
 
+    async fn stop_receiving(&self, _out: &mut Vec<Delivery<&'static str>>) {
+        self.record(Event::StoppedReceiving);
+    }
+
     async fn close(&self) {}
 }
 
@@ -198,6 +215,8 @@ struct Recorder {
     /// Each call's metadata, recorded before its `Started` event is sent.
     seen: Arc<Mutex<Vec<Seen>>>,
     waits: bool,
+    /// When set, the call for `A` waits for it.
+    hold_a: Option<CancellationToken>,
 }
 
 impl<T: Topic<Message = String>> MessageHandler<T> for Recorder {
@@ -216,6 +235,9 @@ impl<T: Topic<Message = String>> MessageHandler<T> for Recorder {
         let _ = self.events.send(Event::Started(name));
         if self.waits {
             tokio::task::yield_now().await;
+        }
+        if let (Some(hold), "A") = (&self.hold_a, name) {
+            hold.cancelled().await;
         }
         Outcome::Ack
     }
@@ -239,6 +261,18 @@ impl Harness {
 
     /// `messages` on topic `T` with a retry budget of `max_retries`.
     fn start_on<T: Topic<Message = String>>(messages: &[Msg], handler_waits: bool, max_retries: u32) -> Self {
+        Self::start_with::<T>(messages, handler_waits, max_retries, 1, None)
+    }
+
+    /// `messages` on topic `T` with a retry budget of `max_retries`, prefetch `capacity`, and the call for
+    /// `A` held until `hold_a` (when given) is cancelled.
+    fn start_with<T: Topic<Message = String>>(
+        messages: &[Msg],
+        handler_waits: bool,
+        max_retries: u32,
+        capacity: u16,
+        hold_a: Option<CancellationToken>,
+    ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let transport = Gated::new(messages, tx.clone());
         let gate = transport.0.gate.clone();
@@ -251,11 +285,12 @@ impl Harness {
                 events: tx,
                 seen: handler_seen,
                 waits: handler_waits,
+                hold_a,
             };
             let settings = ConsumerSettings {
                 engine: EngineSettings {
                     max_retries,
-                    capacity: 1,
+                    capacity: usize::from(capacity),
                     handler_timeout: None,
                     max_pending_per_key: None,
                     max_message_size: None,
@@ -263,7 +298,7 @@ impl Harness {
                     processing: Arc::default(),
                 },
                 subscribe: SubscribeOptions {
-                    prefetch: 1,
+                    prefetch: capacity,
                     ..SubscribeOptions::default()
                 },
             };
@@ -512,5 +547,35 @@ async fn a_lost_attempt_within_the_budget_is_handled() {
             retry_count: 2,
             redelivered: true,
         }]
+    );
+}
+
+/// Rule 14 across a hand-over: a sequenced consumer stopped while a key's head is in its handler hands the
+/// messages buffered behind it back only once the handler is done and the reads have ended, one after
+/// another, in delivery order.
+#[tokio::test]
+async fn a_stopping_sequenced_consumer_hands_back_in_delivery_order_after_its_reads_end() {
+    let hold = CancellationToken::new();
+    let messages = [Msg::fresh("A"), Msg::fresh("B"), Msg::fresh("C")];
+    let mut h = Harness::start_with::<Keyed>(&messages, false, 0, 3, Some(hold.clone()));
+    // One read takes all three; B and C wait behind A, their key's head.
+    assert_eq!(h.next().await, Some(Event::Started("A")));
+    h.ctl.stop.cancel();
+    h.assert_quiet("nothing goes back while the key's head is in its handler")
+        .await;
+    hold.cancel();
+    h.gate.cancel();
+    let events = h.stop().await;
+    assert_eq!(
+        events,
+        vec![
+            Event::Settling("A"),
+            Event::Settled("A"),
+            Event::StoppedReceiving,
+            Event::OtherSettling("B", "release"),
+            Event::Settled("B"),
+            Event::OtherSettling("C", "release"),
+            Event::Settled("C"),
+        ]
     );
 }

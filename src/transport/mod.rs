@@ -300,6 +300,36 @@ pub trait Subscription: Send + Sync + 'static {
     /// the broker notices; it must never be lost.
     fn abandon(&self, token: Self::Token, envelope: Envelope);
 
+    /// Ends this subscription's reads for good before the engine hands a sequenced source's messages
+    /// back with [`Subscription::hand_back_in_order`] (contract rule 14): a read still open at the
+    /// broker ends, and the messages that arrived for it are appended to `out` in the order the broker
+    /// sent them, to go back after the ones the engine holds. The default is for transports whose reads
+    /// leave nothing open.
+    fn stop_receiving(&self, out: &mut Vec<Delivery<Self::Token>>) -> impl Future<Output = ()> + Send {
+        let _ = out;
+        async {}
+    }
+
+    /// Hands a stopping sequenced consumer's unhandled messages back, in delivery order per key: the
+    /// broker must deliver them again in the order given, ahead of what was never delivered, so the next
+    /// reader keeps each key's order (contract rule 14). Called once, after
+    /// [`Subscription::stop_receiving`], when no handler runs. The default releases them one after
+    /// another ([`Settlement::Release`], no delay), for brokers that redeliver hand-backs in the order
+    /// they get them or in place.
+    fn hand_back_in_order(&self, deliveries: Vec<Delivery<Self::Token>>) -> impl Future<Output = ()> + Send {
+        async move {
+            for d in deliveries {
+                let how = Settlement::Release {
+                    envelope: d.envelope,
+                    delay: None,
+                };
+                if let Err(e) = self.settle(d.token, how).await {
+                    tracing::warn!(error = %e, "could not hand a message back; the broker will redeliver it");
+                }
+            }
+        }
+    }
+
     /// Stops the subscription; deliveries not yet settled are returned to the broker.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }

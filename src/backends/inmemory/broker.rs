@@ -469,6 +469,14 @@ impl Subscription for InMemorySubscription {
         self.put_back(token, envelope, None, true);
     }
 
+    async fn hand_back_in_order(&self, deliveries: Vec<Delivery<u16>>) {
+        // Each goes to the front of its queue, so the last first: they come again in the order given.
+        // Nobody else reads these queues until `close` gives them up.
+        for d in deliveries.into_iter().rev() {
+            self.abandon(d.token, d.envelope);
+        }
+    }
+
     async fn close(&self) {
         self.release_shards();
     }

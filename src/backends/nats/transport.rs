@@ -544,8 +544,6 @@ pub struct NatsSubscription {
     stop: CancellationToken,
     /// The lock keeper of a sequenced topic, which releases the lock when it ends.
     keeper: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// A sequenced topic's hand-backs, sent at close in stream order (see `settle`).
-    handed_back: Option<std::sync::Mutex<Vec<(u64, Subject)>>>,
     /// The stream read, naming its messages in the hand-back ledger.
     stream: String,
 }
@@ -636,7 +634,6 @@ impl NatsSubscription {
             owned,
             stop,
             keeper: tokio::sync::Mutex::new(keeper),
-            handed_back: matches!(role, Role::Sequenced).then(Default::default),
             stream,
         })
     }
@@ -824,20 +821,11 @@ impl Subscription for NatsSubscription {
                 let id = format!("{}:{}:dead", stream_name(&self.queue), token.sequence);
                 self.replace(&token, main_subject(&dlq), id, &envelope, &[]).await
             }
-            Settlement::Release { delay, .. } => match (delay.filter(|d| !d.is_zero()), &self.handed_back) {
-                // An immediate hand-back of a sequenced topic (a stopping consumer's buffered messages):
-                // nak'ed now, the server could redeliver it to this subscription's pull requests still
-                // open, and the next reader would get the key's messages out of order. Kept until close,
-                // which naks them in stream order once no request of this subscription is open.
-                (None, Some(handed_back)) => {
-                    handed_back
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((token.sequence, token.reply));
-                    Ok(())
-                }
-                (delay, _) => self.hand_back(vec![(token.sequence, token.reply)], delay).await,
-            },
+            // The server redelivers hand-backs in the order it gets them.
+            Settlement::Release { delay, .. } => {
+                self.hand_back(vec![(token.sequence, token.reply)], delay.filter(|d| !d.is_zero()))
+                    .await
+            }
         }
     }
 
@@ -856,26 +844,27 @@ impl Subscription for NatsSubscription {
         }
     }
 
-    async fn close(&self) {
-        self.stop.cancel();
-        // Messages of the requests still open go back at once: the server would otherwise wait out the
-        // ack wait for messages it sent to requests nobody reads.
+    async fn stop_receiving(&self, out: &mut Vec<Delivery<NatsToken>>) {
         let mut guard = self.puller.lock().await;
         let (puller, pulled) = &mut *guard;
         let mut arrived = std::mem::take(pulled);
         arrived.extend(puller.drain().await);
-        let mut back = self
-            .handed_back
-            .as_ref()
-            .map(|h| std::mem::take(&mut *h.lock().unwrap_or_else(|p| p.into_inner())))
-            .unwrap_or_default();
-        for m in arrived {
-            if let Some(reply) = m.reply.clone() {
-                back.push((ack_info(&m.reply).map_or(0, |(sequence, _)| sequence), reply));
-            }
-        }
-        // In stream order: the server redelivers hand-backs in the order it gets them.
-        back.sort_by_key(|(sequence, _)| *sequence);
+        out.extend(arrived.into_iter().filter_map(|m| self.delivery(m, 0)));
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        // Messages of the requests still open go back at once: the server would otherwise wait out the
+        // ack wait for messages it sent to requests nobody reads. (A sequenced topic's engine took them
+        // through `stop_receiving` already.)
+        let mut guard = self.puller.lock().await;
+        let (puller, pulled) = &mut *guard;
+        let mut arrived = std::mem::take(pulled);
+        arrived.extend(puller.drain().await);
+        let back = arrived
+            .into_iter()
+            .filter_map(|m| Some((ack_info(&m.reply).map_or(0, |(sequence, _)| sequence), m.reply?)))
+            .collect();
         let _ = self.hand_back(back, None).await;
         if let Some(keeper) = self.keeper.lock().await.take() {
             let _ = keeper.await;
