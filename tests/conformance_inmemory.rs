@@ -3,6 +3,7 @@
 //! The in-process backend claims no optional capability: its delays live in process memory (contract
 //! rule 12 exempts it) and there is no broker process to restart, so those scenarios report themselves
 //! as skipped.
+#![cfg(feature = "inmemory")]
 
 mod conformance;
 

@@ -1,5 +1,6 @@
 //! Allocations and memory per message on the in-process backend, counted by a counting allocator.
 //! Counts, not time: deterministic for a given build, so they can be asserted.
+#![cfg(feature = "inmemory")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! A consumer whose queue never runs dry must still let other tasks of a single-threaded runtime run.
+#![cfg(feature = "inmemory")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use shove::{
-    AutoscalerConfig, Codec, ConsumerOptions, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_PENDING_PER_KEY, JsonCodec, MessageHandler, MessageMetadata, Outcome, QueueTopology, RawBytesCodec,
-    ScalingDecision, ScalingMetrics, ScalingStrategy, SequenceFailure, SequencedTopic, ShoveError, Stabilized,
-    SupervisorOutcome, ThresholdStrategy, Topic, TopologyBuilder, define_sequenced_topic, define_topic,
+    AutoscalerConfig, Codec, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PENDING_PER_KEY, JsonCodec,
+    MessageMetadata, Outcome, QueueTopology, RawBytesCodec, ScalingDecision, ScalingMetrics, ScalingStrategy,
+    SequenceFailure, SequencedTopic, ShoveError, Stabilized, SupervisorOutcome, ThresholdStrategy, Topic,
+    TopologyBuilder, define_sequenced_topic, define_topic,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -524,7 +524,7 @@ fn constants() {
 #[cfg(feature = "inmemory")]
 mod consumer_options {
     use super::*;
-    use shove::InMemory;
+    use shove::{ConsumerOptions, InMemory, MessageHandler};
     use std::sync::atomic::Ordering;
     use tokio_util::sync::CancellationToken;
 
