@@ -4,7 +4,8 @@
 //! - `broker_backend`: some backend that talks to a broker over the network is compiled in;
 //! - one alias per piece of the transport toolkit that only some backends use (`client_sharding`:
 //!   the client picks a sequenced message's shard; `due_time_holds`: delayed copies carry their due
-//!   time and a mover brings them back).
+//!   time and a mover brings them back; `shard_lease`: one subscription at a time reads a shard, under a
+//!   lease kept on the broker).
 //!
 //! A new backend adds one row to [`BACKENDS`], and nothing in the core.
 
@@ -13,12 +14,22 @@
 const BACKENDS: &[(&str, bool, &[&str])] = &[
     ("INMEMORY", false, &["client_sharding"]),
     ("RABBITMQ", true, &[]),
-    ("REDIS_STREAMS", true, &["client_sharding", "due_time_holds"]),
-    ("NATS", true, &["client_sharding", "due_time_holds"]),
+    (
+        "REDIS_STREAMS",
+        true,
+        &["client_sharding", "due_time_holds", "shard_lease"],
+    ),
+    ("NATS", true, &["client_sharding", "due_time_holds", "shard_lease"]),
 ];
 
 /// Every alias this script may set.
-const ALIASES: [&str; 4] = ["any_backend", "broker_backend", "client_sharding", "due_time_holds"];
+const ALIASES: [&str; 5] = [
+    "any_backend",
+    "broker_backend",
+    "client_sharding",
+    "due_time_holds",
+    "shard_lease",
+];
 
 fn main() {
     for alias in ALIASES {

@@ -15,6 +15,8 @@ use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 
 mod ids;
+#[cfg(shard_lease)]
+pub(crate) mod lease;
 // Only the broker backends store the envelope as named fields.
 #[cfg(broker_backend)]
 pub(crate) mod wire;

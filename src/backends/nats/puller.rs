@@ -23,8 +23,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::transport::Ownership;
 use crate::error::{Result, ShoveError};
+use crate::transport::lease::Ownership;
 
 /// How long the server keeps a pull request waiting for messages.
 pub(super) const PULL_EXPIRES: Duration = Duration::from_millis(300);

@@ -31,13 +31,13 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::subject::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
 use super::client::NatsClient;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::lease::{self, Lease, Ownership};
 use crate::transport::no_dlq;
 use crate::transport::wire::{WireNames, WireValue};
 use crate::transport::{
@@ -548,33 +548,6 @@ pub struct NatsSubscription {
     stream: String,
 }
 
-/// Whether a subscription holds its topic's lock, and a wake-up for when that changes.
-#[derive(Default)]
-pub(super) struct Ownership {
-    held: std::sync::atomic::AtomicBool,
-    changed: tokio::sync::Notify,
-}
-
-impl Ownership {
-    pub(super) fn is_held(&self) -> bool {
-        self.held.load(Ordering::Acquire)
-    }
-
-    /// Waits while the lock is not held (a sequenced topic's standby).
-    pub(super) async fn wait(&self) {
-        loop {
-            // Registered for the wake-up before looking, so a change in between is not missed.
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.is_held() {
-                return;
-            }
-            changed.await;
-        }
-    }
-}
-
 impl NatsSubscription {
     async fn open(client: NatsClient, source: Source, options: &SubscribeOptions<NatsOptions>) -> Result<Self> {
         let topology = source.topology();
@@ -591,16 +564,14 @@ impl NatsSubscription {
         let prefetch = usize::from(options.prefetch.max(1));
         let stop = client.shutdown_token().child_token();
         let handling = Handling::default();
-        let owned = Arc::new(Ownership::default());
-        let keeper = match role {
+        let (owned, keeper) = match role {
             Role::Sequenced => {
                 let lock = Lock::open(&client, &token(&queue)).await?;
-                Some(tokio::spawn(keep_lock(lock, owned.clone(), stop.clone())))
+                let owned = Arc::new(Ownership::default());
+                let keeper = lease::keep(lock, owned.clone(), LOCK_RENEW, stop.clone());
+                (owned, Some(tokio::spawn(keeper)))
             }
-            _ => {
-                owned.held.store(true, Ordering::Release);
-                None
-            }
+            _ => (Ownership::always(), None),
         };
         if !matches!(source, Source::DeadLetters(_)) {
             let hold = open_consumer(&client, &queue, Role::Hold, None).await?;
@@ -926,8 +897,9 @@ impl Lock {
         let ack = self.js.send_publish(self.subject.clone(), message).await.ok()?;
         ack.await.ok().map(|a| a.sequence)
     }
+}
 
-    /// Takes or renews the lock; whether this subscription holds it.
+impl Lease for Lock {
     async fn claim(&mut self) -> bool {
         let owner = self.owner.clone();
         let expected = match self.held {
@@ -952,21 +924,6 @@ impl Lock {
             let _ = self.write("", seq).await;
         }
     }
-}
-
-/// Takes and renews a sequenced topic's lock until `stop`, then releases it.
-async fn keep_lock(mut lock: Lock, owned: Arc<Ownership>, stop: CancellationToken) {
-    loop {
-        let held = lock.claim().await;
-        if owned.held.swap(held, Ordering::AcqRel) != held {
-            owned.changed.notify_waiters();
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(LOCK_RENEW) => {}
-        }
-    }
-    lock.release().await;
 }
 
 /// Records `messages` (stream sequence, reply subject) of `stream` in the hand-back ledger, all at

@@ -27,6 +27,7 @@ use super::config::BLOCK_TIME;
 use super::scripts;
 use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
+use crate::transport::lease::{self, Lease, Ownership};
 use crate::transport::no_dlq;
 use crate::transport::wire::{WireValue, X_NAMES};
 use crate::transport::{
@@ -485,6 +486,10 @@ pub struct RedisSubscription {
     deliveries: tokio::sync::Mutex<mpsc::Receiver<Result<Delivery<RedisToken>>>>,
     stop: CancellationToken,
     reader: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The keepers of a sequenced topic's shard leases, and what ends them: after `close` has handed back
+    /// what it holds, so the next reader finds it all.
+    leases: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    leases_stop: CancellationToken,
     /// The server's id of the reader's connection (0 until known), to cut its blocking read short on close.
     reader_id: Arc<std::sync::atomic::AtomicI64>,
     batcher: Batcher,
@@ -542,11 +547,35 @@ impl RedisSubscription {
         let min_idle = options
             .handler_timeout
             .map_or(Duration::from_secs(60), |t| (t * 2).max(Duration::from_secs(2)));
+        let leases_stop = client.shutdown_token().child_token();
+        let mut leases = Vec::new();
+        let owned = streams
+            .iter()
+            .map(|s| {
+                if !sharded {
+                    return Ownership::always();
+                }
+                let owned = Arc::new(Ownership::default());
+                let lease = ShardLease {
+                    client: client.clone(),
+                    key: format!("{}:owner", s.name),
+                    owner: consumer.clone(),
+                };
+                leases.push(tokio::spawn(lease::keep(
+                    lease,
+                    owned.clone(),
+                    HOUSEKEEPING,
+                    leases_stop.clone(),
+                )));
+                owned
+            })
+            .collect();
         let reader = Reader {
             client: client.clone(),
             con: client.dedicated().await?,
             streams: streams.clone(),
             sharded,
+            owned,
             consumer,
             min_idle,
             connection_id: Arc::default(),
@@ -570,6 +599,8 @@ impl RedisSubscription {
             deliveries: tokio::sync::Mutex::new(rx),
             stop,
             reader: tokio::sync::Mutex::new(Some(reader)),
+            leases: tokio::sync::Mutex::new(leases),
+            leases_stop,
             reader_id,
             batcher: Batcher::default(),
         })
@@ -767,12 +798,45 @@ impl Subscription for RedisSubscription {
                 }
             }
         }
+        self.leases_stop.cancel();
+        for keeper in self.leases.lock().await.drain(..) {
+            let _ = keeper.await;
+        }
     }
 }
 
 impl Drop for RedisSubscription {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.leases_stop.cancel();
+    }
+}
+
+/// The lease on one shard stream: key `"{stream}:owner"` names its reader (a consumer name) and expires
+/// after [`LOCK_TTL`] unless renewed.
+struct ShardLease {
+    client: RedisClient,
+    key: String,
+    owner: String,
+}
+
+impl Lease for ShardLease {
+    async fn claim(&mut self) -> bool {
+        scripts::CLAIM
+            .key(&self.key)
+            .arg(&self.owner)
+            .arg(LOCK_TTL.as_millis() as u64)
+            .invoke_async::<i64>(&mut self.client.commands())
+            .await
+            .is_ok_and(|got| got == 1)
+    }
+
+    async fn release(&mut self) {
+        let _ = scripts::RELEASE
+            .key(&self.key)
+            .arg(&self.owner)
+            .invoke_async::<i64>(&mut self.client.commands())
+            .await;
     }
 }
 
@@ -855,6 +919,8 @@ struct Reader {
     con: ConnectionManager,
     streams: Arc<Vec<StreamPlan>>,
     sharded: bool,
+    /// Per stream: whether this consumer may read it (always, except for shards leased to another).
+    owned: Vec<Arc<Ownership>>,
     consumer: String,
     min_idle: Duration,
     /// The server's id of `con`'s current connection; 0 when unknown (at start, after an error, which is
@@ -918,12 +984,8 @@ impl Reader {
         }
     }
 
-    fn lock_key(stream: &str) -> String {
-        format!("{stream}:owner")
-    }
-
     async fn run(mut self) {
-        let mut owned = vec![!self.sharded; self.streams.len()];
+        let mut owned = vec![false; self.streams.len()];
         let mut last_housekeeping: Option<tokio::time::Instant> = None;
         let mut last_sweep: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
@@ -931,15 +993,18 @@ impl Reader {
             if self.stop.is_cancelled() {
                 break;
             }
+            for (i, lease) in self.owned.iter().enumerate() {
+                let held = lease.is_held();
+                // A shard just taken over: what its previous reader handed back goes first.
+                self.reclaiming[i] |= self.sharded && held && !owned[i];
+                owned[i] = held;
+            }
             let step: Result<()> = async {
                 if let Some(since) = self.unseen_since {
                     self.recover_unseen(since).await?;
                 }
                 if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
                     last_housekeeping = Some(tokio::time::Instant::now());
-                    if self.sharded {
-                        self.claim_shards(&mut owned).await?;
-                    }
                     self.reclaim(&owned).await?;
                 } else if self.reclaiming.iter().zip(&owned).any(|(r, o)| *r && *o) {
                     self.reclaim(&owned).await?;
@@ -968,36 +1033,7 @@ impl Reader {
                 }
             }
         }
-        if self.sharded {
-            for (i, s) in self.streams.iter().enumerate() {
-                if owned[i] {
-                    let _ = scripts::RELEASE
-                        .key(Self::lock_key(&s.name))
-                        .arg(&self.consumer)
-                        .invoke_async::<i64>(&mut self.con)
-                        .await;
-                }
-            }
-        }
         self.forget_consumer().await;
-    }
-
-    /// Takes free shards and keeps the ones held.
-    async fn claim_shards(&mut self, owned: &mut [bool]) -> Result<()> {
-        for (i, s) in self.streams.iter().enumerate() {
-            let got: i64 = scripts::CLAIM
-                .key(Self::lock_key(&s.name))
-                .arg(&self.consumer)
-                .arg(LOCK_TTL.as_millis() as u64)
-                .invoke_async(&mut self.con)
-                .await
-                .map_err(|e| redis_error("claiming a shard failed", e))?;
-            let held = got == 1;
-            // A shard just taken over: what its previous reader handed back goes first.
-            self.reclaiming[i] |= held && !owned[i];
-            owned[i] = held;
-        }
-        Ok(())
     }
 
     /// Claims entries left pending by consumers that went away (or handed back in place).
@@ -1193,9 +1229,10 @@ impl Reader {
         }
         if names.is_empty() {
             // A standby: wait for a shard to come free.
+            let any_held = futures::future::select_all(self.owned.iter().map(|o| Box::pin(o.wait())));
             tokio::select! {
                 _ = self.stop.cancelled() => {}
-                _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                _ = any_held => {}
             }
             return Ok(());
         }
