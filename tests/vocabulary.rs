@@ -524,7 +524,7 @@ fn constants() {
 #[cfg(feature = "inmemory")]
 mod consumer_options {
     use super::*;
-    use shove::{ConsumerOptions, InMemory, MessageHandler};
+    use shove::{ConsumerOptions, InMemory};
     use std::sync::atomic::Ordering;
     use tokio_util::sync::CancellationToken;
 
@@ -617,7 +617,7 @@ mod inmemory {
         DEFAULT_QUEUE_CAPACITY, InMemoryBroker, InMemoryConfig, InMemoryConsumerGroupConfig, InMemoryQueueStats,
         InMemoryTopologyDeclarer,
     };
-    use shove::{Broker, InMemory};
+    use shove::{Broker, ConsumerOptions, InMemory, MessageHandler};
     use std::num::NonZeroUsize;
 
     #[test]
