@@ -506,44 +506,60 @@ impl RabbitSubscription {
         Ok(name)
     }
 
-    /// Exactly-once settling: the copy (if any) and the settlement of the original commit together.
-    #[cfg(feature = "rabbitmq-transactional")]
-    async fn settle_in_transaction(&self, token: RabbitToken, how: Settlement) -> Result<()> {
-        let (publish, ack) = match how {
-            Settlement::Ack => (None, true),
+    /// Whether a settlement and its copy commit together in one AMQP transaction.
+    fn transactional(&self) -> bool {
+        #[cfg(feature = "rabbitmq-transactional")]
+        return self.exactly_once;
+        #[cfg(not(feature = "rabbitmq-transactional"))]
+        false
+    }
+
+    /// What the engine's decision does on the broker.
+    async fn plan(&self, token: &RabbitToken, how: Settlement) -> Result<Plan> {
+        Ok(match how {
+            Settlement::Ack => Plan::Ack,
             Settlement::Requeue { envelope, hold } => {
                 let target = self
-                    .delay_target(&token, hold.map(|h| h.index), hold.map(|h| h.delay))
+                    .delay_target(token, hold.map(|h| h.index), hold.map(|h| h.delay))
                     .await?;
-                (Some((target, envelope)), true)
+                Plan::Copy(target, envelope)
             }
             Settlement::DeadLetter { envelope } => {
                 let dlq = self
                     .dlq
                     .clone()
                     .ok_or_else(|| no_dlq(self.queues.first().map_or("", String::as_str)))?;
-                (Some((dlq, envelope)), true)
+                Plan::Copy(dlq, envelope)
             }
             Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
-                Some(_) => (Some((self.delay_target(&token, None, delay).await?, envelope)), true),
-                // A fresh copy on a main queue (see `hand_back`), a requeue on sequenced shards.
-                None if self.counts_lost => (Some((self.queues[usize::from(token.queue)].clone(), envelope)), true),
-                None => (None, false),
+                Some(_) => Plan::Copy(self.delay_target(token, None, delay).await?, envelope),
+                None => self.hand_back_plan(token, envelope),
             },
-        };
-        token.tx.settle(&token.channel, publish, token.acker, ack).await
+        })
     }
 
-    /// Stores `copy` in `queue`, then removes the original: confirmed publish then ack, or one transaction.
-    async fn forward(&self, token: RabbitToken, queue: String, copy: &Envelope) -> Result<()> {
-        let own_queue = self.queues[usize::from(token.queue)] == queue;
+    /// A delivery given back unsettled: on a main queue a fresh copy at the queue's tail (so that
+    /// `redelivered` keeps meaning "its consumer went away"), on sequenced shards a requeue, which keeps
+    /// its place.
+    fn hand_back_plan(&self, token: &RabbitToken, envelope: Envelope) -> Plan {
+        if self.counts_lost {
+            Plan::Copy(self.queues[usize::from(token.queue)].clone(), envelope)
+        } else {
+            Plan::Requeue
+        }
+    }
+
+    /// Carries `plan` out. A copy to one of this subscription's own queues is not handed out before the
+    /// original's ack is processed (see `own_copies`).
+    async fn settle_plan(&self, token: RabbitToken, plan: Plan) -> Result<()> {
+        let own_queue = matches!(&plan, Plan::Copy(queue, _) if *queue == self.queues[usize::from(token.queue)]);
         let _no_deliveries = if own_queue {
             Some(self.own_copies.write().await)
         } else {
             None
         };
         let channel = token.channel.clone();
-        forward(token.channel, token.acker, queue, copy, self.confirm_timeout).await?;
+        execute(token, plan, self.transactional(), self.confirm_timeout).await?;
         if own_queue {
             // The copy is back in the queue this consumer reads, so it may be handed to us at once. An
             // ack is not confirmed, and one still unsent when the process dies is lost: the original would
@@ -572,39 +588,14 @@ impl RabbitSubscription {
         // After the cancel-ok nothing more arrives: what is buffered is handed back, then the stream ends.
         for (queue, d) in std::mem::take(&mut live.stash) {
             let delivery = self.delivery(live, queue, d);
-            let _ = self.hand_back(delivery.token, &delivery.envelope).await;
+            let plan = self.hand_back_plan(&delivery.token, delivery.envelope);
+            let _ = self.settle_plan(delivery.token, plan).await;
         }
         while let Some(Some((queue, Ok(d)))) = live.stream.next().now_or_never() {
             let delivery = self.delivery(live, queue, d);
-            let _ = self.hand_back(delivery.token, &delivery.envelope).await;
+            let plan = self.hand_back_plan(&delivery.token, delivery.envelope);
+            let _ = self.settle_plan(delivery.token, plan).await;
         }
-    }
-
-    /// Gives a delivery back without a settlement. On a main queue as a fresh copy at the queue's tail
-    /// (confirmed, then the original is acked), so that `redelivered` keeps meaning "its consumer went
-    /// away"; on sequenced shards as a requeue, which keeps its place.
-    async fn hand_back(&self, token: RabbitToken, envelope: &Envelope) -> Result<()> {
-        #[cfg(feature = "rabbitmq-transactional")]
-        if self.exactly_once {
-            let copy = self
-                .counts_lost
-                .then(|| (self.queues[usize::from(token.queue)].clone(), envelope.clone()));
-            let ack = copy.is_some();
-            return token.tx.settle(&token.channel, copy, token.acker, ack).await;
-        }
-        if self.counts_lost {
-            let queue = self.queues[usize::from(token.queue)].clone();
-            return self.forward(token, queue, envelope).await;
-        }
-        token
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| amqp_error("handing a delivery back failed", e))
     }
 }
 
@@ -740,38 +731,8 @@ impl Subscription for RabbitSubscription {
 
 impl RabbitSubscription {
     async fn settle_now(&self, token: RabbitToken, how: Settlement) -> Result<()> {
-        #[cfg(feature = "rabbitmq-transactional")]
-        if self.exactly_once {
-            return self.settle_in_transaction(token, how).await;
-        }
-        match how {
-            Settlement::Ack => token
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(|_| ())
-                .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
-            Settlement::Requeue { envelope, hold } => {
-                let target = self
-                    .delay_target(&token, hold.map(|h| h.index), hold.map(|h| h.delay))
-                    .await?;
-                self.forward(token, target, &envelope).await
-            }
-            Settlement::DeadLetter { envelope } => {
-                let dlq = self
-                    .dlq
-                    .clone()
-                    .ok_or_else(|| no_dlq(self.queues.first().map_or("", String::as_str)))?;
-                self.forward(token, dlq, &envelope).await
-            }
-            Settlement::Release { envelope, delay } => match delay.filter(|d| !d.is_zero()) {
-                Some(_) => {
-                    let target = self.delay_target(&token, None, delay).await?;
-                    self.forward(token, target, &envelope).await
-                }
-                None => self.hand_back(token, &envelope).await,
-            },
-        }
+        let plan = self.plan(&token, how).await?;
+        self.settle_plan(token, plan).await
     }
 
     fn abandon_now(&self, token: RabbitToken, envelope: Envelope) {
@@ -779,34 +740,54 @@ impl RabbitSubscription {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        #[cfg(feature = "rabbitmq-transactional")]
-        if self.exactly_once {
-            let copy = self
-                .counts_lost
-                .then(|| (self.queues[usize::from(token.queue)].clone(), envelope));
-            runtime.spawn(async move {
-                let ack = copy.is_some();
-                let _ = token.tx.settle(&token.channel, copy, token.acker, ack).await;
-            });
-            return;
-        }
-        if self.counts_lost {
-            // A fresh copy, as every hand-back on a main queue (see `hand_back`).
-            let queue = self.queues[usize::from(token.queue)].clone();
-            let timeout = self.confirm_timeout;
-            runtime.spawn(async move {
-                let _ = forward(token.channel, token.acker, queue, &envelope, timeout).await;
-            });
-            return;
-        }
+        let plan = self.hand_back_plan(&token, envelope);
+        let (transactional, timeout) = (self.transactional(), self.confirm_timeout);
         runtime.spawn(async move {
-            let _ = token
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            let _ = execute(token, plan, transactional, timeout).await;
         });
+    }
+}
+
+/// What settling a delivery does on the broker.
+enum Plan {
+    /// Acknowledge the original.
+    Ack,
+    /// Store a copy in the queue, then acknowledge the original (in one transaction with `exactly_once`).
+    Copy(String, Envelope),
+    /// `basic.nack` with requeue: the original goes back and keeps its place.
+    Requeue,
+}
+
+/// Carries `plan` out on the delivery's channel: in one transaction when `transactional`, else a
+/// confirmed publish of the copy before the ack.
+async fn execute(token: RabbitToken, plan: Plan, transactional: bool, confirm_timeout: Duration) -> Result<()> {
+    #[cfg(feature = "rabbitmq-transactional")]
+    if transactional {
+        let (copy, ack) = match plan {
+            Plan::Ack => (None, true),
+            Plan::Copy(queue, envelope) => (Some((queue, envelope)), true),
+            Plan::Requeue => (None, false),
+        };
+        return token.tx.settle(&token.channel, copy, token.acker, ack).await;
+    }
+    #[cfg(not(feature = "rabbitmq-transactional"))]
+    let _ = transactional;
+    match plan {
+        Plan::Ack => token
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| amqp_error("acknowledging a delivery failed", e)),
+        Plan::Copy(queue, envelope) => forward(token.channel, token.acker, queue, &envelope, confirm_timeout).await,
+        Plan::Requeue => token
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| amqp_error("handing a delivery back failed", e)),
     }
 }
