@@ -801,11 +801,11 @@ impl Subscription for NatsSubscription {
     }
 
     fn abandon(&self, token: NatsToken, _envelope: Envelope) {
-        self.handling
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&token.sequence);
-        self.credits.give_back(1);
+        drop(Settled {
+            credits: &self.credits,
+            handling: &self.handling,
+            sequence: token.sequence,
+        });
         // Redeliverable at once rather than after the ack wait.
         let (client, stream) = (self.client.clone(), self.stream.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

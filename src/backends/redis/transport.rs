@@ -171,21 +171,13 @@ fn read_reply(reply: Value) -> Vec<(String, Vec<(String, Envelope)>)> {
         .collect()
 }
 
-/// The delivery count in an `XPENDING stream group id id 1` reply `[[id, consumer, idle, count]]`.
-fn pending_delivery_count(reply: Value) -> Option<u64> {
-    let Value::Array(entries) = reply else { return None };
-    let Value::Array(fields) = entries.into_iter().next()? else {
-        return None;
-    };
-    match fields.into_iter().nth(3)? {
+/// The entries of an extended `XPENDING` reply `[[id, consumer, idle ms, delivery count], …]`, as
+/// (id, idle ms, delivery count).
+fn pending_entries(reply: Value) -> Vec<(String, u64, u64)> {
+    let int = |v: Option<Value>| match v? {
         Value::Int(n) => u64::try_from(n).ok(),
         _ => None,
-    }
-}
-
-/// The ids in an `XPENDING stream group - + count consumer` reply `[[id, consumer, idle, count], …]`
-/// whose idle time is at most `max_idle_ms`.
-fn pending_ids_idle_at_most(reply: Value, max_idle_ms: u64) -> Vec<String> {
+    };
     let Value::Array(entries) = reply else {
         return Vec::new();
     };
@@ -195,11 +187,8 @@ fn pending_ids_idle_at_most(reply: Value, max_idle_ms: u64) -> Vec<String> {
             let Value::Array(fields) = e else { return None };
             let mut fields = fields.into_iter();
             let id = utf8(into_bytes(fields.next()?)?);
-            let idle = match fields.nth(1)? {
-                Value::Int(n) => u64::try_from(n).ok()?,
-                _ => return None,
-            };
-            (idle <= max_idle_ms).then_some(id)
+            let idle = int(fields.nth(1))?;
+            Some((id, idle, int(fields.next())?))
         })
         .collect()
 }
@@ -1118,7 +1107,10 @@ impl Reader {
             let max_idle = u64::try_from(since.elapsed().as_millis())
                 .unwrap_or(u64::MAX)
                 .saturating_add(1);
-            let ids = pending_ids_idle_at_most(reply, max_idle);
+            let ids: Vec<String> = pending_entries(reply)
+                .into_iter()
+                .filter_map(|(id, idle, _)| (idle <= max_idle).then_some(id))
+                .collect();
             if ids.is_empty() {
                 continue;
             }
@@ -1185,7 +1177,10 @@ impl Reader {
                 .arg(1);
         }
         let counts: Vec<Option<u64>> = match pipe.query_async::<Vec<Value>>(&mut self.con).await {
-            Ok(replies) => replies.into_iter().map(pending_delivery_count).collect(),
+            Ok(replies) => replies
+                .into_iter()
+                .map(|r| pending_entries(r).first().map(|(_, _, count)| *count))
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the delivery counts of reclaimed entries failed");
                 Vec::new()
