@@ -5,7 +5,8 @@
 //! - one alias per piece of the transport toolkit that only some backends use (`client_sharding`:
 //!   the client picks a sequenced message's shard; `due_time_holds`: delayed copies carry their due
 //!   time and a mover brings them back; `shard_lease`: one subscription at a time reads a shard, under a
-//!   lease kept on the broker).
+//!   lease kept on the broker; `header_escaping`: header names and values are restricted text, so
+//!   what they may not contain is percent-escaped).
 //!
 //! A new backend adds one row to [`BACKENDS`], and nothing in the core.
 
@@ -19,16 +20,21 @@ const BACKENDS: &[(&str, bool, &[&str])] = &[
         true,
         &["client_sharding", "due_time_holds", "shard_lease"],
     ),
-    ("NATS", true, &["client_sharding", "due_time_holds", "shard_lease"]),
+    (
+        "NATS",
+        true,
+        &["client_sharding", "due_time_holds", "shard_lease", "header_escaping"],
+    ),
 ];
 
 /// Every alias this script may set.
-const ALIASES: [&str; 5] = [
+const ALIASES: [&str; 6] = [
     "any_backend",
     "broker_backend",
     "client_sharding",
     "due_time_holds",
     "shard_lease",
+    "header_escaping",
 ];
 
 fn main() {

@@ -169,6 +169,50 @@ impl Decoder {
     }
 }
 
+/// Escapes what a header name or value may not contain on brokers whose headers are restricted text
+/// (NATS; SQS attribute names next): `%`, control characters, and in names `:`, spaces and non-ASCII, as
+/// `%XX` per UTF-8 byte. [`percent_unescape`] reverses it.
+#[cfg(header_escaping)]
+pub(crate) fn percent_escape(s: &str, name: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '%' || (name && (c == ':' || c == ' ')) || c.is_control() || (name && !c.is_ascii()) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reverses [`percent_escape`]; text without `%` is borrowed as it is.
+#[cfg(header_escaping)]
+pub(crate) fn percent_unescape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -283,5 +327,15 @@ mod tests {
         for user in ["tenant", "x-tenant", "shove", "nats", "x-deat"] {
             assert!(!is_reserved(user), "{user}");
         }
+    }
+
+    #[test]
+    #[cfg(header_escaping)]
+    fn header_escaping_round_trips() {
+        for s in ["plain", "with space", "a:b", "100%", "line\nbreak", "ünï"] {
+            assert_eq!(percent_unescape(&percent_escape(s, true)), s);
+            assert_eq!(percent_unescape(&percent_escape(s, false)), s);
+        }
+        assert!(!percent_escape("a:b c", true).contains([':', ' ']));
     }
 }
