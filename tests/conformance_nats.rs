@@ -642,3 +642,23 @@ mod shared_durables {
         facades::close::<Nats>(&client).await;
     }
 }
+
+/// Issue 12, item 8: a password or token in the URL shows in no error of a failed connection.
+mod secrets {
+    use shove::nats::NatsConfig;
+    use shove::{Broker, Nats};
+
+    #[tokio::test]
+    async fn a_password_in_the_url_never_shows_in_a_connection_error() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused.
+        for url in ["nats://app:s3cretpw@127.0.0.1:1", "nats://s3cretpw@127.0.0.1:1"] {
+            let error = match Broker::<Nats>::new(NatsConfig::new(url)).await {
+                Ok(_) => panic!("connected to a closed port ({url})"),
+                Err(e) => e,
+            };
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(!shown.contains("s3cretpw"), "the password shows: {shown}");
+            }
+        }
+    }
+}

@@ -874,3 +874,32 @@ mod exactly_once {
         broker.close().await;
     }
 }
+
+/// Issue 12, item 8: a password in the AMQP URI (with or without `amqp://`) or in the management URL
+/// shows in no error of a failed connection and no `Debug` output.
+mod secrets {
+    use shove::rabbitmq::{ManagementConfig, RabbitMqConfig};
+    use shove::{Broker, RabbitMq};
+
+    #[tokio::test]
+    async fn a_password_in_the_uri_never_shows_in_an_error_or_debug_output() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused.
+        for uri in ["amqp://app:s3cretpw@127.0.0.1:1/%2f", "app:s3cretpw@127.0.0.1:1"] {
+            let config = RabbitMqConfig::new(uri).with_management(ManagementConfig::new(
+                "http://admin:hunter2pw@127.0.0.1:1",
+                "admin",
+                "hunter2pw",
+            ));
+            let debug = format!("{config:?}");
+            let error = match Broker::<RabbitMq>::new(config).await {
+                Ok(_) => panic!("connected to a closed port ({uri})"),
+                Err(e) => e,
+            };
+            for shown in [error.to_string(), format!("{error:?}"), debug] {
+                for secret in ["s3cretpw", "hunter2pw"] {
+                    assert!(!shown.contains(secret), "{secret} shows: {shown}");
+                }
+            }
+        }
+    }
+}

@@ -870,3 +870,24 @@ mod lost_read_reply {
         direct.close().await;
     }
 }
+
+/// Issue 12, item 8: a password in the URL shows in no error and no log line of a failed connection.
+mod secrets {
+    use shove::redis::{RedisConfig, RedisMode};
+    use shove::{Broker, Redis};
+
+    #[tokio::test]
+    async fn a_password_in_the_url_never_shows_in_a_connection_error() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused.
+        for url in ["redis://alice:s3cretpw@127.0.0.1:1/", "redis://:s3cretpw@127.0.0.1:1/0"] {
+            let error = match Broker::<Redis>::new(RedisConfig::new(RedisMode::Standalone { url: url.into() })).await {
+                Ok(_) => panic!("connected to a closed port ({url})"),
+                Err(e) => e,
+            };
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(!shown.contains("s3cretpw"), "the password shows: {shown}");
+                assert!(shown.contains("127.0.0.1:1"), "the error names the server: {shown}");
+            }
+        }
+    }
+}

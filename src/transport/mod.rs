@@ -17,6 +17,8 @@ use crate::topology::QueueTopology;
 mod ids;
 #[cfg(shard_lease)]
 pub(crate) mod lease;
+#[cfg(broker_backend)]
+pub(crate) mod redact;
 // Only the broker backends store the envelope as named fields.
 #[cfg(broker_backend)]
 pub(crate) mod wire;

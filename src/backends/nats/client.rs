@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, ConnectOptions, RequestErrorKind, ServerAddr};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{NatsConfig, redact_url};
+use super::config::NatsConfig;
 use super::ledger::Ledger;
 use super::transport::{NatsOptions, NatsTransport};
 use crate::backend::Backend;
@@ -18,6 +18,7 @@ use crate::backend::internal::ClientImpl;
 use crate::consumer::ConsumerOptions;
 use crate::error::{Result, ShoveError};
 use crate::transport::Attachments;
+use crate::transport::redact::{redact_url, without_secrets};
 
 /// How long one attempt to reach a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,9 +62,12 @@ fn server_addrs(config: &NatsConfig) -> Result<Vec<ServerAddr>> {
     let mut servers = Vec::with_capacity(urls.len());
     for url in urls {
         let addr: ServerAddr = url.parse().map_err(|e| {
-            ShoveError::Connection(format!(
-                "invalid NATS URL '{}': {e}; expected e.g. nats://localhost:4222 or tls://host:4222",
-                redact_url(url)
+            ShoveError::Connection(without_secrets(
+                &format!(
+                    "invalid NATS URL '{}': {e}; expected e.g. nats://localhost:4222 or tls://host:4222",
+                    redact_url(url)
+                ),
+                url,
             ))
         })?;
         if config.has_tls_options() && !matches!(addr.scheme(), "tls" | "wss") {

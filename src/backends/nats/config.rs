@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::transport::redact::redact_url;
+
 /// Where and how to connect to a NATS server (with JetStream enabled). `Default` is
 /// `nats://localhost:4222` without authentication or TLS.
 ///
@@ -94,29 +96,6 @@ impl fmt::Debug for NatsConfig {
     }
 }
 
-/// Hides credentials embedded in a URL (or in each of a comma-separated list):
-/// `nats://user:secret@host` → `nats://user:<redacted>@host`, `nats://token@host` → `nats://<redacted>@host`.
-pub(crate) fn redact_url(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
-}
-
-fn redact_one(url: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[scheme_end..];
-    // The authority ends at the first '/', '?' or '#'; userinfo is what precedes its last '@'.
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    let shown = match userinfo.find(':') {
-        Some(colon) => format!("{}:<redacted>", &userinfo[..colon]),
-        // A lone userinfo part is a token.
-        None => "<redacted>".to_string(),
-    };
-    format!("{}{shown}{}", &url[..scheme_end], &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +127,5 @@ mod tests {
         assert!(shown.contains("nats://<redacted>@g:4222/x@y"), "{shown}");
         assert!(shown.contains("\"app\"") && shown.contains("/ca.pem"), "{shown}");
         assert!(c.has_tls_options());
-        assert_eq!(redact_url("nats://localhost:4222"), "nats://localhost:4222");
-        assert_eq!(redact_url("localhost"), "localhost");
     }
 }

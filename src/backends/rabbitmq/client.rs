@@ -7,7 +7,7 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{ManagementConfig, RabbitMqConfig, redact_uri};
+use super::config::{ManagementConfig, RabbitMqConfig};
 use super::topology;
 use super::transport::{RabbitOptions, RabbitTransport};
 use crate::backend::Backend;
@@ -17,6 +17,7 @@ use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::Attachments;
 use crate::transport::Depth;
+use crate::transport::redact::{redact_url, without_secrets};
 
 /// How long one dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,13 +57,17 @@ async fn dial(config: &RabbitMqConfig) -> Result<Connection> {
         ConnectionProperties::default().with_connection_name(format!("shove-rs-{}", std::process::id()).into());
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&config.uri, properties)).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(ShoveError::Connection(format!(
-            "cannot connect to RabbitMQ at {}: {e}; check that the broker runs and the URI is right",
-            redact_uri(&config.uri)
+        // lapin quotes the URI in some errors: its password goes too.
+        Ok(Err(e)) => Err(ShoveError::Connection(without_secrets(
+            &format!(
+                "cannot connect to RabbitMQ at {}: {e}; check that the broker runs and the URI is right",
+                redact_url(&config.uri)
+            ),
+            &config.uri,
         ))),
         Err(_) => Err(ShoveError::Connection(format!(
             "connecting to RabbitMQ at {} timed out after {CONNECT_TIMEOUT:?}",
-            redact_uri(&config.uri)
+            redact_url(&config.uri)
         ))),
     }
 }
@@ -142,7 +147,7 @@ impl RabbitMqClient {
         {
             return Ok(c.clone());
         }
-        tracing::info!(uri = %redact_uri(&self.inner.config.uri), "dialling RabbitMQ");
+        tracing::info!(uri = %redact_url(&self.inner.config.uri), "dialling RabbitMQ");
         let fresh = Arc::new(dial(&self.inner.config).await?);
         *current = Some(fresh.clone());
         Ok(fresh)

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::transport::redact::redact_url;
+
 /// Where and how to connect to RabbitMQ. `Default` is `amqp://guest:guest@localhost:5672`.
 #[derive(Clone)]
 pub struct RabbitMqConfig {
@@ -47,7 +49,7 @@ impl RabbitMqConfig {
 impl fmt::Debug for RabbitMqConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitMqConfig")
-            .field("uri", &redact_uri(&self.uri))
+            .field("uri", &redact_url(&self.uri))
             .field("management", &self.management)
             .finish()
     }
@@ -125,28 +127,13 @@ impl ManagementConfig {
 impl fmt::Debug for ManagementConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManagementConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &redact_url(&self.base_url))
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("vhost", &self.vhost)
             .field("tls_skip_verify", &self.tls_skip_verify)
             .field("tls_ca_cert", &self.tls_ca_cert)
             .finish()
-    }
-}
-
-/// `amqp://user:secret@host/` → `amqp://user:<redacted>@host/`.
-pub(crate) fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
-        return uri.to_string();
-    };
-    let rest = &uri[scheme_end..];
-    let Some(at) = rest.find('@') else {
-        return uri.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:<redacted>{}", &uri[..scheme_end], &rest[..colon], &rest[at..]),
-        None => uri.to_string(),
     }
 }
 
@@ -165,6 +152,6 @@ mod tests {
         assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("amqp://app:<redacted>@127.0.0.1:5672/%2f"), "{shown}");
         assert_eq!(RabbitMqConfig::default().uri(), "amqp://guest:guest@localhost:5672");
-        assert_eq!(redact_uri("amqp://localhost"), "amqp://localhost");
+        assert_eq!(redact_url("amqp://localhost"), "amqp://localhost");
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Result, ShoveError};
 use crate::topology::QueueTopology;
 use crate::transport::Attachments;
 use crate::transport::Depth;
+use crate::transport::redact::{redact_url, without_secrets};
 
 /// A connection to Redis (or Valkey) shared by publishers, consumers and declarers. Cheap to clone.
 /// Obtain one with `<Redis as Backend>::connect(config)` or through `Broker<Redis>`.
@@ -56,8 +57,10 @@ impl RedisClient {
                 ));
             }
         };
+        // Errors show the URL without its password, also where the client library quotes it.
+        let shown = redact_url(&url);
         let client = redis::Client::open(url.as_str())
-            .map_err(|e| ShoveError::Connection(format!("invalid Redis URL '{url}': {e}")))?;
+            .map_err(|e| ShoveError::Connection(without_secrets(&format!("invalid Redis URL '{shown}': {e}"), &url)))?;
         // One quick retry per failed command: beyond that the engine's reconnect policy paces the
         // attempts and counts them against `max_reconnect_attempts`, as on every backend. (The manager's
         // default of six retries with growing delays spends about 13 s inside one failed read.)
@@ -71,13 +74,16 @@ impl RedisClient {
         let commands = match tokio::time::timeout(config.connection_timeout() + Duration::from_secs(1), first).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                return Err(ShoveError::Connection(format!(
-                    "cannot connect to Redis at {url}: {e}; check that the server runs and the URL is right"
+                return Err(ShoveError::Connection(without_secrets(
+                    &format!(
+                        "cannot connect to Redis at {shown}: {e}; check that the server runs and the URL is right"
+                    ),
+                    &url,
                 )));
             }
             Err(_) => {
                 return Err(ShoveError::Connection(format!(
-                    "connecting to Redis at {url} timed out after {:?}",
+                    "connecting to Redis at {shown} timed out after {:?}",
                     config.connection_timeout()
                 )));
             }
