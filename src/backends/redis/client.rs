@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,44 @@ pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> ShoveError {
     } else {
         ShoveError::Topology(format!("{context}: {e}"))
     }
+}
+
+/// Warns when the server keeps no append-only file: what it acknowledged since its last snapshot
+/// (messages, retries waiting out their delay, acknowledgements) is then lost if it restarts. Says
+/// nothing when the server refuses `CONFIG GET`, as managed services often do.
+async fn warn_if_not_durable(con: &mut ConnectionManager, shown: &str) {
+    let reply = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async::<Value>(con)
+        .await;
+    match reply {
+        Ok(reply) => {
+            if let Some(warning) = persistence_warning(&reply) {
+                tracing::warn!(server = %shown, "{warning}");
+            }
+        }
+        Err(e) => tracing::debug!(server = %shown, error = %e, "cannot read the Redis persistence settings"),
+    }
+}
+
+/// The warning for a `CONFIG GET appendonly` reply (`[name, value]`, or a map on RESP3), if any.
+fn persistence_warning(reply: &Value) -> Option<&'static str> {
+    let value = match reply {
+        Value::Array(pair) => pair.get(1),
+        Value::Map(pairs) => pairs.first().map(|(_, v)| v),
+        _ => None,
+    };
+    let off = match value {
+        Some(Value::BulkString(v)) => v.as_slice() == b"no",
+        Some(Value::SimpleString(v)) => v == "no",
+        _ => false,
+    };
+    off.then_some(
+        "Redis keeps no append-only file (appendonly no): messages, delayed retries and acknowledgements \
+         since its last snapshot are lost if it restarts; set appendonly yes (appendfsync everysec, or \
+         always for no loss at all) where messages must survive a restart",
+    )
 }
 
 impl RedisClient {
@@ -88,6 +127,7 @@ impl RedisClient {
                 )));
             }
         };
+        warn_if_not_durable(&mut commands.clone(), &shown).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -223,5 +263,31 @@ impl ClientImpl for RedisClient {
 
     fn attachments(&self) -> &Attachments {
         &self.inner.attachments
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistence_off_is_warned_about() {
+        let pair = |v: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"appendonly".to_vec()),
+                Value::BulkString(v.as_bytes().to_vec()),
+            ])
+        };
+        assert!(persistence_warning(&pair("no")).is_some());
+        assert!(persistence_warning(&pair("yes")).is_none());
+        let map = Value::Map(vec![(
+            Value::BulkString(b"appendonly".to_vec()),
+            Value::SimpleString("no".into()),
+        )]);
+        assert!(persistence_warning(&map).is_some());
+        assert!(
+            persistence_warning(&Value::Nil).is_none(),
+            "a refused CONFIG GET says nothing"
+        );
     }
 }
