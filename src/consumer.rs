@@ -30,7 +30,8 @@ pub use crate::defaults::{DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEF
 pub struct ConsumerOptions<B: Backend> {
     /// Retries allowed after the first attempt (default 10): the handler runs at most `max_retries + 1` times.
     pub max_retries: u32,
-    /// Messages handled concurrently by one consumer (default 10).
+    /// Messages handled concurrently by one consumer (default 10). 0 is treated as 1: a consumer that may
+    /// hold no message could never take one.
     pub prefetch_count: u16,
     /// When false, one message at a time regardless of `prefetch_count` (default true).
     pub concurrent_processing: bool,

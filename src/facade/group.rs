@@ -57,7 +57,7 @@ impl<B> BackendGroupConfig<B> {
         }
     }
 
-    /// Messages each consumer handles concurrently (default 10).
+    /// Messages each consumer handles concurrently (default 10; 0 is treated as 1).
     pub fn with_prefetch_count(mut self, prefetch_count: u16) -> Self {
         self.settings.prefetch = prefetch_count;
         self

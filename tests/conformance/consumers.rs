@@ -363,6 +363,43 @@ pub async fn concurrent_processing_off_never_overlaps<H: Harness>() {
     let _ = running.stop().await;
 }
 
+/// A prefetch of 0 would take nothing and hang; it is treated as 1, as documented on
+/// `ConsumerOptions::prefetch_count`: every message is handled, one at a time.
+pub async fn prefetch_zero_is_treated_as_one<H: Harness>() {
+    define_topic!(
+        NoPrefetch,
+        Msg,
+        TopologyBuilder::new(unique("prefetch-0")).dlq().build()
+    );
+    let broker = H::broker().await;
+    broker.topology().declare::<NoPrefetch>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+    let concurrency = Concurrency::new();
+    let done = Recorder::<u32>::new();
+    let (c, d) = (concurrency.clone(), done.clone());
+    let handler = FnHandler::new(move |m: Msg, _: MessageMetadata| {
+        let (c, d) = (c.clone(), d.clone());
+        async move {
+            let _entered = c.enter();
+            tokio::time::sleep(ms(5)).await;
+            d.push(m.n);
+            Outcome::Ack
+        }
+    });
+    let mut sup = broker.consumer_supervisor();
+    sup.register::<NoPrefetch, _>(handler, ConsumerOptions::new().with_prefetch_count(0))
+        .expect("register");
+    let running = Running::supervisor(sup, DRAIN);
+    let batch: Vec<Msg> = (0..5).map(|n| Msg::new("m", n)).collect();
+    publisher
+        .publish_batch::<NoPrefetch>(&batch)
+        .await
+        .expect("publish_batch");
+    done.wait_for("all 5 messages", |d| d.len() >= 5).await;
+    assert_eq!(concurrency.max(), 1, "prefetch 0 runs one handler at a time, like 1");
+    let _ = running.stop().await;
+}
+
 /// Rule 17: after the stop, no new message is taken; an in-flight handler finishes within the drain
 /// timeout and its outcome is settled (acked: never redelivered). Exit code 0.
 pub async fn drain_lets_in_flight_handlers_finish<H: Harness>() {

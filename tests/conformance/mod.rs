@@ -713,6 +713,7 @@ macro_rules! conformance_suite {
             autoscaling_through_consumer_group,
             autoscaling_through_broker_autoscaler,
             concurrent_processing_off_never_overlaps,
+            prefetch_zero_is_treated_as_one,
             drain_lets_in_flight_handlers_finish,
             drain_hands_back_unstarted_messages,
             drain_hands_back_buffered_sequenced_messages,
