@@ -662,3 +662,49 @@ mod secrets {
         }
     }
 }
+
+/// Issue 12, item 4: a message over the server's `max_payload` (1 MiB by default) is refused at publish
+/// with a non-retryable `Validation` error, and nothing of its batch is stored; the connection the
+/// server would otherwise close stays usable.
+mod oversize {
+    use serde::{Deserialize, Serialize};
+    use shove::nats::NatsQueueStatsProvider;
+    use shove::{ShoveError, Topic, TopologyBuilder, define_topic};
+
+    use super::NatsHarness;
+    use super::conformance::{Harness, unique};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Blob {
+        body: String,
+    }
+
+    #[tokio::test]
+    async fn a_message_over_max_payload_is_refused_at_publish() {
+        define_topic!(Blobs, Blob, TopologyBuilder::new(unique("oversize")).dlq().build());
+        let broker = NatsHarness::broker().await;
+        broker.topology().declare::<Blobs>().await.expect("declare");
+        let publisher = broker.publisher().await.expect("publisher");
+        let small = Blob { body: "ok".into() };
+        let big = Blob {
+            body: "x".repeat(2 * 1024 * 1024),
+        };
+        match publisher.publish_batch::<Blobs>(&[small, big]).await {
+            Err(ShoveError::Validation(msg)) => {
+                assert!(msg.contains("max_payload"), "the error names the limit: {msg}");
+            }
+            other => panic!("a 2 MiB message must be refused at publish, got {other:?}"),
+        }
+        let depth = broker
+            .queue_stats_provider()
+            .get_queue_stats(Blobs::topology().queue())
+            .await
+            .expect("stats");
+        assert_eq!(depth.messages_pending, 0, "nothing of the refused batch is stored");
+        publisher
+            .publish::<Blobs>(&Blob { body: "after".into() })
+            .await
+            .expect("the connection is still usable");
+        broker.close().await;
+    }
+}

@@ -358,16 +358,20 @@ pub(crate) async fn publish_envelopes(
     if let Err(e) = client.check_open() {
         return (0, Err(e));
     }
+    let headers: Vec<HeaderMap> = messages.iter().map(first_headers).collect();
+    if let Err(e) = within_max_payload(client, topology, &messages, &headers) {
+        return (0, Err(e));
+    }
     let js = client.jetstream();
     let mut acks = Vec::with_capacity(messages.len());
     let main = topology.sequencing().is_none().then(|| main_subject(topology.queue()));
-    for env in &messages {
+    for (env, headers) in messages.iter().zip(headers) {
         let subject = match &main {
             Some(main) => main.clone(),
             None => subject_for(topology, env),
         };
         let sent = js
-            .publish_with_headers(subject, first_headers(env), Bytes::from(env.payload.clone()))
+            .publish_with_headers(subject, headers, Bytes::from(env.payload.clone()))
             .await;
         match sent {
             Ok(ack) => acks.push(ack),
@@ -388,6 +392,41 @@ pub(crate) async fn publish_envelopes(
             other => other,
         }),
     )
+}
+
+/// Refuses a batch holding a message larger, with its headers, than the server's `max_payload` (from its
+/// INFO; 1 MiB by default): the server would close the connection every publisher and consumer of this
+/// client shares, and the publish would fail late with a retryable error. Nothing of the batch is sent.
+fn within_max_payload(
+    client: &NatsClient,
+    topology: &QueueTopology,
+    messages: &[Envelope],
+    headers: &[HeaderMap],
+) -> Result<()> {
+    let limit = client.core().server_info().max_payload;
+    if limit == 0 {
+        return Ok(());
+    }
+    for (i, (env, h)) in messages.iter().zip(headers).enumerate() {
+        // `NATS/1.0\r\n`, each `name: value\r\n`, and the closing `\r\n`.
+        let header_bytes: usize = 12
+            + h.iter()
+                .map(|(name, values)| {
+                    let name = <async_nats::HeaderName as AsRef<str>>::as_ref(name).len();
+                    values.iter().map(|v| name + v.as_str().len() + 4).sum::<usize>()
+                })
+                .sum::<usize>();
+        let size = env.payload.len() + header_bytes;
+        if size > limit {
+            return Err(ShoveError::Validation(format!(
+                "message {i} of the batch for '{}' is {size} bytes with its headers, over the NATS server's \
+                 max_payload of {limit} bytes; nothing of the batch was published. Send smaller messages, or \
+                 raise max_payload in the server's configuration",
+                topology.queue()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn publish_error(topology: &QueueTopology, e: impl std::fmt::Display) -> ShoveError {
