@@ -903,3 +903,90 @@ mod secrets {
         }
     }
 }
+
+/// Issue 12, item 2: AMQP carries header names (and the `message_id` property) as short strings of at
+/// most 255 bytes. A longer user header name is refused at publish; a foreign message whose
+/// `x-message-id` is longer is retried like any other, and its consumer goes on.
+mod amqp_limits {
+    use std::collections::HashMap;
+
+    use shove::{ConsumerOptions, Outcome, RabbitMq, ShoveError, Topic, TopologyBuilder, define_topic};
+
+    use super::conformance::{DRAIN, Harness, Msg, Probe, Running, unique};
+    use super::{RabbitMqHarness, client};
+
+    #[tokio::test]
+    async fn a_header_name_over_255_bytes_is_refused_at_publish() {
+        define_topic!(Long, Msg, TopologyBuilder::new(unique("long-header")).dlq().build());
+        let broker = RabbitMqHarness::broker().await;
+        broker.topology().declare::<Long>().await.expect("declare");
+        let publisher = broker.publisher().await.expect("publisher");
+        let headers = HashMap::from([("k".repeat(300), "v".to_string())]);
+        match publisher.publish_with_headers::<Long>(&Msg::new("m", 1), headers).await {
+            Err(ShoveError::Validation(msg)) => assert!(msg.contains("255"), "the error names the limit: {msg}"),
+            other => panic!("a 300-byte header name must be refused, got {other:?}"),
+        }
+        let raw = client().await;
+        let channel = raw.create_channel().await.expect("a channel");
+        let got = channel
+            .basic_get(
+                Long::topology().queue().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get");
+        assert!(got.is_none(), "nothing of the refused publish is stored");
+        broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_foreign_message_id_over_255_bytes_is_retried_and_the_consumer_goes_on() {
+        define_topic!(Foreign, Msg, TopologyBuilder::new(unique("long-id")).dlq().build());
+        let broker = RabbitMqHarness::broker().await;
+        broker.topology().declare::<Foreign>().await.expect("declare");
+        // Another publisher's message: its id only in the header, 300 bytes long.
+        let id = "i".repeat(300);
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            "x-message-id".into(),
+            lapin::types::AMQPValue::LongString(id.as_str().into()),
+        );
+        let raw = client().await;
+        let channel = raw.create_confirm_channel().await.expect("a confirm channel");
+        let payload = serde_json::to_vec(&Msg::new("m", 1)).expect("encode");
+        channel
+            .basic_publish(
+                "".into(),
+                Foreign::topology().queue().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &payload,
+                lapin::BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        let probe = Probe::<Msg>::new();
+        let mut sup = broker.consumer_supervisor();
+        sup.register::<Foreign, _>(
+            probe.handler(|_, meta| {
+                if meta.retry_count == 0 {
+                    Outcome::Retry
+                } else {
+                    Outcome::Ack
+                }
+            }),
+            ConsumerOptions::<RabbitMq>::new(),
+        )
+        .expect("register");
+        let running = Running::supervisor(sup, DRAIN);
+        let seen = probe.live.wait_for("the retried attempt", |s| s.len() >= 2).await;
+        assert_eq!(seen[1].meta.retry_count, 1, "{seen:?}");
+        assert_eq!(seen[1].meta.delivery_id, id, "the retry keeps the message's id");
+        let outcome = running.stop().await;
+        assert_eq!((outcome.errors, outcome.panics), (0, 0), "{outcome:?}");
+        broker.close().await;
+    }
+}

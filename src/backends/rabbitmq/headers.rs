@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
+use crate::error::{Result, ShoveError};
 use crate::transport::wire::{WireValue, X_NAMES};
 use crate::transport::{Envelope, is_reserved};
 
@@ -18,18 +19,44 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-/// The AMQP properties that carry `env`.
+/// The longest header name (and `message_id` property) AMQP can carry: a short string.
+const MAX_SHORT_STRING: usize = 255;
+
+/// Refuses an envelope AMQP cannot carry: a user header name over 255 bytes (a short string on the
+/// wire). Checked at publish, before anything is sent.
+pub(crate) fn fits_amqp(env: &Envelope) -> Result<()> {
+    match env.headers.keys().find(|k| k.len() > MAX_SHORT_STRING) {
+        Some(k) => Err(ShoveError::Validation(format!(
+            "header name '{}…' is {} bytes; AMQP allows at most {MAX_SHORT_STRING} bytes in a header name, so \
+             nothing was published: use a shorter name",
+            k.chars().take(32).collect::<String>(),
+            k.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The AMQP properties that carry `env`. Never panics: a header name AMQP cannot carry (refused at
+/// publish by [`fits_amqp`], so only possible for a copy) is left out with a warning, and a message id
+/// longer than a short string (a foreign message's `x-message-id`) travels in its header alone.
 pub(crate) fn properties(env: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in env.headers.iter() {
-        headers.insert(ShortString::from(k.as_str()), text(v));
+        match ShortString::try_new(k.as_str()) {
+            Ok(name) => {
+                headers.insert(name, text(v));
+            }
+            Err(_) => {
+                tracing::warn!(header = %k.chars().take(32).collect::<String>(), "a header name over 255 bytes cannot travel over AMQP; left out")
+            }
+        }
     }
     let mut id = None;
     X_NAMES.encode(env, false, |name, value| {
         let value = match value {
             WireValue::Text(t) => {
                 if name == MESSAGE_ID_KEY {
-                    id = Some(ShortString::from(t));
+                    id = ShortString::try_new(t).ok();
                 }
                 text(t)
             }

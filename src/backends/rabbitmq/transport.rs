@@ -159,6 +159,9 @@ impl Transport for RabbitTransport {
     }
 
     async fn publish(&self, topology: &'static QueueTopology, messages: Vec<Envelope>) -> (u64, Result<()>) {
+        if let Err(e) = messages.iter().try_for_each(headers::fits_amqp) {
+            return (0, Err(e));
+        }
         if let Some(pool) = &self.pool {
             return pool.publish(&self.client, topology, messages).await;
         }
