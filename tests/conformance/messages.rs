@@ -390,3 +390,26 @@ pub async fn protobuf_payload_round_trips<H: Harness>() {
     assert_eq!(dead[0].msg, reading, "decoded reading in the DLQ");
     let _ = running.stop().await;
 }
+
+/// Rule 1 (issue 12, item 3): a publish to a topic the broker does not have — never declared, by no
+/// one — is never `Ok` with the message dropped. Either it fails (NATS: no stream takes the subject),
+/// or the publisher declared the topic first (RabbitMQ's publisher, Redis, the in-process broker), and
+/// then a consumer registered later handles the message.
+pub async fn publish_to_an_undeclared_topic_is_an_error_or_kept<H: Harness>() {
+    define_topic!(Nowhere, Msg, TopologyBuilder::new(unique("undeclared")).dlq().build());
+    let broker = H::broker().await;
+    let publisher = broker.publisher().await.expect("publisher");
+    if publisher.publish::<Nowhere>(&Msg::new("m", 1)).await.is_err() {
+        return;
+    }
+    let probe = Probe::<Msg>::new();
+    let mut sup = broker.consumer_supervisor();
+    sup.register::<Nowhere, _>(probe.handler(|_, _| Outcome::Ack), ConsumerOptions::new())
+        .expect("register");
+    let running = Running::supervisor(sup, DRAIN);
+    probe
+        .live
+        .wait_for("the message published before the topic existed", |s| !s.is_empty())
+        .await;
+    let _ = running.stop().await;
+}

@@ -668,6 +668,7 @@ macro_rules! conformance_suite {
             raw_bytes_survive_every_hop,
             #[cfg(feature = "protobuf")]
             protobuf_payload_round_trips,
+            publish_to_an_undeclared_topic_is_an_error_or_kept,
         });
 
         $crate::conformance::scenarios!(outcomes {
