@@ -706,6 +706,7 @@ macro_rules! conformance_suite {
             defer_on_sequenced_topic_counts_as_retry,
             small_max_pending_per_key_keeps_order,
             a_stopped_consumers_buffered_messages_go_back_in_order,
+            defer_without_hold_queue_on_sequenced_topic_requeues,
         });
 
         $crate::conformance::scenarios!(consumers {

@@ -607,3 +607,48 @@ pub async fn a_stopped_consumers_buffered_messages_go_back_in_order<H: Harness>(
     );
     let _ = running.stop().await;
 }
+
+/// Rule 15 without a hold queue: on a sequenced topic with message loss allowed (no DLQ, no hold queue),
+/// `Defer` requeues the message at once; it is handled again and acknowledged, and the key's next message
+/// follows. (Issue 16 item 8: it hung waiting for the acknowledgement.)
+pub async fn defer_without_hold_queue_on_sequenced_topic_requeues<H: Harness>() {
+    define_sequenced_topic!(
+        Loose,
+        Msg,
+        Msg::key_of,
+        TopologyBuilder::new(unique("seq-loose"))
+            .sequenced(SequenceFailure::Skip)
+            .allow_message_loss()
+            .build()
+    );
+    let broker = H::broker().await;
+    broker.topology().declare::<Loose>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+    let probe = Probe::<Msg>::new();
+    let mut sup = broker.consumer_supervisor();
+    sup.register_fifo::<Loose, _>(
+        probe.handler(|m, meta| {
+            if m.n == 0 && meta.retry_count == 0 {
+                Outcome::Defer
+            } else {
+                Outcome::Ack
+            }
+        }),
+        ConsumerOptions::new(),
+    )
+    .await
+    .expect("register_fifo");
+    let running = Running::supervisor(sup, DRAIN);
+    publisher
+        .publish_batch::<Loose>(&[Msg::new("k", 0), Msg::new("k", 1)])
+        .await
+        .expect("publish_batch");
+    let seen = probe
+        .live
+        .wait_for("the deferred message again, then the next", |s| s.len() >= 3)
+        .await;
+    let calls: Vec<(u32, u32)> = seen.iter().map(|s| (s.msg.n, s.meta.retry_count)).collect();
+    assert_eq!(calls, vec![(0, 0), (0, 1), (1, 0)], "Defer acts as Retry, in key order");
+    let outcome = running.stop().await;
+    assert_eq!(outcome.exit_code(), 0, "{outcome:?}");
+}
