@@ -639,9 +639,20 @@ fn admit_payload<T: Topic, S: Subscription>(
         return Err(router::dead(reasons::OVERSIZE, topology));
     }
     shared.metrics.message_size(env.payload.len());
-    T::Codec::decode(&env.payload).map_err(|e| {
+    decode::<T>(&env.payload).map_err(|e| {
         tracing::warn!(queue = %shared.queue, message_id = %env.message_id, error = %e, "payload cannot be decoded");
         router::dead(reasons::DESERIALIZE, topology)
+    })
+}
+
+/// Decodes a payload with the topic's codec. A codec that panics (a user's codec meeting bytes it did not
+/// expect) is a payload that cannot be decoded, not the end of the consumer task.
+fn decode<T: Topic>(payload: &[u8]) -> Result<T::Message> {
+    std::panic::catch_unwind(|| T::Codec::decode(payload)).unwrap_or_else(|_| {
+        Err(crate::error::ShoveError::Codec {
+            codec: <T::Codec as crate::codec::Codec<T::Message>>::NAME,
+            source: "the codec panicked while decoding".into(),
+        })
     })
 }
 
@@ -822,7 +833,7 @@ where
 {
     let (held, redelivered) = InFlight::new(shared.sub, d);
     let env = &held.envelope;
-    let message = match T::Codec::decode(&env.payload) {
+    let message = match decode::<T>(&env.payload) {
         Ok(m) => m,
         Err(e) => {
             // Nothing can ever handle it, and redelivering would loop: say so loudly and drop it.

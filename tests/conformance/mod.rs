@@ -685,6 +685,7 @@ macro_rules! conformance_suite {
             retry_after_timeout_or_panic_can_succeed,
             oversize_payload_is_dead_lettered_unhandled,
             undecodable_payload_is_dead_lettered_unhandled,
+            a_codec_that_panics_dead_letters_and_the_consumer_goes_on,
             dead_letter_metadata_is_complete,
             dead_letters_reach_a_group_consumer_too,
         });

@@ -717,6 +717,75 @@ pub async fn undecodable_payload_is_dead_lettered_unhandled<H: Harness>() {
     let _ = running.stop().await;
 }
 
+/// A JSON codec that panics on message number 13: a user's codec meeting bytes it did not expect.
+struct Touchy;
+
+impl shove::Codec<Msg> for Touchy {
+    const NAME: &'static str = "touchy";
+
+    fn encode(value: &Msg) -> shove::error::Result<Vec<u8>> {
+        <shove::JsonCodec as shove::Codec<Msg>>::encode(value)
+    }
+
+    fn decode(bytes: &[u8]) -> shove::error::Result<Msg> {
+        let m = <shove::JsonCodec as shove::Codec<Msg>>::decode(bytes)?;
+        assert_ne!(m.n, 13, "the touchy codec meets 13");
+        Ok(m)
+    }
+}
+
+/// Rule 10 (issue 12, item 2): a codec that panics while decoding is a payload that cannot be decoded —
+/// dead-lettered with reason `deserialize`, the handler never called — not the end of the consumer task:
+/// the next message is handled.
+pub async fn a_codec_that_panics_dead_letters_and_the_consumer_goes_on<H: Harness>() {
+    fn queue() -> &'static str {
+        static QUEUE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        QUEUE.get_or_init(|| unique("codec-panic"))
+    }
+    define_topic!(
+        Fragile,
+        Msg,
+        TopologyBuilder::new(queue()).hold_queue(ms(20)).dlq().build(),
+        codec = Touchy
+    );
+    // The same queues read as raw bytes, so the dead letter is read without the codec that panics on it.
+    define_topic!(
+        Bytes,
+        Vec<u8>,
+        TopologyBuilder::new(queue()).hold_queue(ms(20)).dlq().build(),
+        codec = shove::RawBytesCodec
+    );
+    let broker = H::broker().await;
+    broker.topology().declare::<Fragile>().await.expect("declare");
+    let publisher = broker.publisher().await.expect("publisher");
+    let probe = Probe::<Msg>::new();
+    let raw_dlq = Probe::<Vec<u8>>::new();
+    let mut sup = broker.consumer_supervisor();
+    sup.register::<Fragile, _>(probe.handler(|_, _| Outcome::Ack), ConsumerOptions::new())
+        .expect("register");
+    sup.register_dlq::<Bytes, _>(raw_dlq.dead_handler(), ConsumerOptions::new())
+        .expect("register_dlq");
+    let running = Running::supervisor(sup, DRAIN);
+    for n in [13, 14] {
+        publisher.publish::<Fragile>(&Msg::new("m", n)).await.expect("publish");
+    }
+    probe
+        .live
+        .wait_for("the message after the one the codec panicked on", |s| {
+            s.iter().any(|s| s.msg.n == 14)
+        })
+        .await;
+    let dead = raw_dlq.dead.wait_for("the dead letter", |d| !d.is_empty()).await;
+    assert_eq!(dead[0].meta.reason.as_deref(), Some("deserialize"));
+    let original: Msg = serde_json::from_slice(&dead[0].msg).expect("the DLQ keeps the payload");
+    assert_eq!(original.n, 13);
+    assert!(
+        probe.live.snapshot().iter().all(|s| s.msg.n != 13),
+        "the handler never sees it"
+    );
+    let _ = running.stop().await;
+}
+
 /// Rule 11: `DeadMessageMetadata` carries the reason, the queue the message was consumed from (the main
 /// queue, also after hold queues), `death_count` 1, the original headers and the original id.
 pub async fn dead_letter_metadata_is_complete<H: Harness>() {
