@@ -109,8 +109,8 @@ impl<B: Backend> BackendConsumer<B> {
         self.run_source::<T, H>(Source::Shards(T::topology()), Mode::Live, handler, ctx, options)
     }
 
-    /// Runs [`BackendConsumer::run_fifo`] until `signal` (or until the client is closed), then drains
-    /// within `drain_timeout`.
+    /// Runs [`BackendConsumer::run_fifo`] until `signal`, the options' shutdown token (already cancelled:
+    /// at once) or the client's close, then drains within `drain_timeout`.
     ///
     /// # Cancel safety
     ///
@@ -129,7 +129,19 @@ impl<B: Backend> BackendConsumer<B> {
         S: Future<Output = ()> + Send + 'static,
     {
         let settings = options.consumer_settings(<B::Client as ClientImpl>::transport_options(&options));
-        direct::run_fifo_until_timeout::<T, H, _, S>(
+        let shutdown = options.shutdown.clone();
+        let signal = async move {
+            match shutdown {
+                Some(token) => {
+                    tokio::select! {
+                        () = signal => {}
+                        () = token.cancelled_owned() => {}
+                    }
+                }
+                None => signal.await,
+            }
+        };
+        direct::run_fifo_until_timeout::<T, H, _, _>(
             self.client.transport(),
             &self.client.connection_token(),
             handler,

@@ -306,6 +306,38 @@ macro_rules! run_fifo_until_timeout_keeps_key_order_and_stops_on_signal {
             $crate::conformance::facades::stop_cleanly(tx, run).await;
             close::<$b>(&client).await;
         }
+
+        #[doc = concat!("`", stringify!($consumer), "::run_fifo_until_timeout` whose options' shutdown token is \
+            already cancelled returns at once with a clean outcome, though its signal never fires.")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn run_fifo_until_timeout_returns_when_its_token_is_already_cancelled() {
+            use ::shove::{ConsumerOptions, Outcome, Topic, define_sequenced_topic};
+            use $crate::conformance::facades::{close, sharded};
+            use $crate::conformance::{Msg, Probe, WAIT, ms};
+
+            define_sequenced_topic!(Cancelled, Msg, Msg::key_of, sharded("fifo-cancelled", 2));
+            let client = $connect().await;
+            <$declarer>::new(client.clone())
+                .declare(Cancelled::topology())
+                .await
+                .expect("declare");
+            let probe = Probe::<Msg>::new();
+            let token = ::tokio_util::sync::CancellationToken::new();
+            token.cancel();
+            let consumer = <$consumer>::new(client.clone());
+            let run = consumer.run_fifo_until_timeout::<Cancelled, _, _>(
+                probe.handler(|_, _| Outcome::Ack),
+                (),
+                ConsumerOptions::new().with_shutdown(token),
+                std::future::pending::<()>(),
+                ms(5_000),
+            );
+            let outcome = tokio::time::timeout(WAIT, run)
+                .await
+                .expect("returns promptly when its token is already cancelled");
+            assert_eq!(outcome.exit_code(), 0, "{outcome:?}");
+            close::<$b>(&client).await;
+        }
     };
 }
 pub(crate) use run_fifo_until_timeout_keeps_key_order_and_stops_on_signal;
