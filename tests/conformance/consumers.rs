@@ -325,54 +325,12 @@ pub async fn autoscaling_through_broker_autoscaler<H: Harness>() {
     let _ = running.stop().await;
 }
 
-/// `with_concurrent_processing(false)` handles one message at a time even with prefetch 10.
-pub async fn concurrent_processing_off_never_overlaps<H: Harness>() {
-    define_topic!(Serial, Msg, TopologyBuilder::new(unique("serial")).dlq().build());
+/// Publishes 10 messages to topic `T` (the caller's own, so that scenarios running at once do not share
+/// it), consumed with `options` by a handler that sleeps a little in each call, and returns the most calls
+/// that ran at once.
+async fn most_calls_at_once<H: Harness, T: shove::Topic<Message = Msg>>(options: ConsumerOptions<H::B>) -> usize {
     let broker = H::broker().await;
-    broker.topology().declare::<Serial>().await.expect("declare");
-    let publisher = broker.publisher().await.expect("publisher");
-    let concurrency = Concurrency::new();
-    let done = Recorder::<u32>::new();
-    let (c, d) = (concurrency.clone(), done.clone());
-    let handler = FnHandler::new(move |m: Msg, _: MessageMetadata| {
-        let (c, d) = (c.clone(), d.clone());
-        async move {
-            let _entered = c.enter();
-            tokio::time::sleep(ms(10)).await;
-            d.push(m.n);
-            Outcome::Ack
-        }
-    });
-    let mut sup = broker.consumer_supervisor();
-    sup.register::<Serial, _>(
-        handler,
-        ConsumerOptions::new()
-            .with_prefetch_count(10)
-            .with_concurrent_processing(false),
-    )
-    .expect("register");
-    let running = Running::supervisor(sup, DRAIN);
-    let batch: Vec<Msg> = (0..10).map(|n| Msg::new("m", n)).collect();
-    publisher.publish_batch::<Serial>(&batch).await.expect("publish_batch");
-    done.wait_for("all 10 messages", |d| d.len() >= 10).await;
-    assert_eq!(
-        concurrency.max(),
-        1,
-        "two handler calls overlapped with concurrent processing off"
-    );
-    let _ = running.stop().await;
-}
-
-/// A prefetch of 0 would take nothing and hang; it is treated as 1, as documented on
-/// `ConsumerOptions::prefetch_count`: every message is handled, one at a time.
-pub async fn prefetch_zero_is_treated_as_one<H: Harness>() {
-    define_topic!(
-        NoPrefetch,
-        Msg,
-        TopologyBuilder::new(unique("prefetch-0")).dlq().build()
-    );
-    let broker = H::broker().await;
-    broker.topology().declare::<NoPrefetch>().await.expect("declare");
+    broker.topology().declare::<T>().await.expect("declare");
     let publisher = broker.publisher().await.expect("publisher");
     let concurrency = Concurrency::new();
     let done = Recorder::<u32>::new();
@@ -387,17 +345,42 @@ pub async fn prefetch_zero_is_treated_as_one<H: Harness>() {
         }
     });
     let mut sup = broker.consumer_supervisor();
-    sup.register::<NoPrefetch, _>(handler, ConsumerOptions::new().with_prefetch_count(0))
-        .expect("register");
+    sup.register::<T, _>(handler, options).expect("register");
     let running = Running::supervisor(sup, DRAIN);
-    let batch: Vec<Msg> = (0..5).map(|n| Msg::new("m", n)).collect();
-    publisher
-        .publish_batch::<NoPrefetch>(&batch)
-        .await
-        .expect("publish_batch");
-    done.wait_for("all 5 messages", |d| d.len() >= 5).await;
-    assert_eq!(concurrency.max(), 1, "prefetch 0 runs one handler at a time, like 1");
+    let batch: Vec<Msg> = (0..10).map(|n| Msg::new("m", n)).collect();
+    publisher.publish_batch::<T>(&batch).await.expect("publish_batch");
+    done.wait_for("all 10 messages", |d| d.len() >= 10).await;
     let _ = running.stop().await;
+    concurrency.max()
+}
+
+/// `with_concurrent_processing(false)` handles one message at a time even with prefetch 10.
+pub async fn concurrent_processing_off_never_overlaps<H: Harness>() {
+    define_topic!(Serial, Msg, TopologyBuilder::new(unique("serial")).dlq().build());
+    let options = ConsumerOptions::new()
+        .with_prefetch_count(10)
+        .with_concurrent_processing(false);
+    assert_eq!(
+        most_calls_at_once::<H, Serial>(options).await,
+        1,
+        "two handler calls overlapped with concurrent processing off"
+    );
+}
+
+/// A prefetch of 0 would take nothing and hang; it is treated as 1, as documented on
+/// `ConsumerOptions::prefetch_count`: every message is handled, one at a time.
+pub async fn prefetch_zero_is_treated_as_one<H: Harness>() {
+    define_topic!(
+        NoPrefetch,
+        Msg,
+        TopologyBuilder::new(unique("prefetch-0")).dlq().build()
+    );
+    let options = ConsumerOptions::new().with_prefetch_count(0);
+    assert_eq!(
+        most_calls_at_once::<H, NoPrefetch>(options).await,
+        1,
+        "prefetch 0 runs one handler at a time, like 1"
+    );
 }
 
 /// Rule 17: after the stop, no new message is taken; an in-flight handler finishes within the drain
