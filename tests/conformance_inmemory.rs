@@ -56,46 +56,22 @@ impl Harness for InMemoryHarness {
 
 conformance::conformance_suite!(InMemoryHarness);
 
-/// Issue 16, item 3: `InMemoryConsumer::run_fifo_until_timeout` whose options' shutdown token is already
-/// cancelled returns at once with a clean outcome, though its signal never fires (it hung).
-mod fifo_until_timeout {
-    use shove::inmemory::{InMemoryBroker, InMemoryConsumer, InMemoryTopologyDeclarer};
-    use shove::{ConsumerOptions, Outcome, SequenceFailure, Topic, TopologyBuilder, define_sequenced_topic};
-    use tokio_util::sync::CancellationToken;
+/// The direct consumer's `run_fifo_until_timeout` (shared with the broker backends): per-key order until
+/// its signal, and (issue 16, item 3) a prompt, clean return when its options' token is already cancelled.
+mod facade {
+    use shove::InMemory;
+    use shove::inmemory::{InMemoryBroker, InMemoryConfig, InMemoryConsumer, InMemoryTopologyDeclarer};
 
-    use super::conformance::{Msg, Probe, WAIT, ms, unique};
+    use super::conformance::facades;
 
-    #[tokio::test]
-    async fn returns_at_once_when_its_token_is_already_cancelled() {
-        define_sequenced_topic!(
-            Cancelled,
-            Msg,
-            Msg::key_of,
-            TopologyBuilder::new(unique("fifo-cancelled"))
-                .sequenced(SequenceFailure::Skip)
-                .hold_queue(ms(20))
-                .dlq()
-                .build()
-        );
-        let broker = InMemoryBroker::new();
-        InMemoryTopologyDeclarer::new(broker.clone())
-            .declare(Cancelled::topology())
-            .await
-            .expect("declare");
-        let probe = Probe::<Msg>::new();
-        let token = CancellationToken::new();
-        token.cancel();
-        let consumer = InMemoryConsumer::new(broker.clone());
-        let run = consumer.run_fifo_until_timeout::<Cancelled, _, _>(
-            probe.handler(|_, _| Outcome::Ack),
-            (),
-            ConsumerOptions::new().with_shutdown(token),
-            std::future::pending::<()>(),
-            ms(5_000),
-        );
-        let outcome = tokio::time::timeout(WAIT, run)
-            .await
-            .expect("returns promptly when its token is already cancelled");
-        assert_eq!(outcome.exit_code(), 0, "{outcome:?}");
+    async fn client() -> InMemoryBroker {
+        facades::connect::<InMemory>(InMemoryConfig::default(), "the in-process broker needs nothing").await
+    }
+
+    facades::run_fifo_until_timeout_keeps_key_order_and_stops_on_signal! {
+        backend: InMemory,
+        connect: client,
+        consumer: InMemoryConsumer,
+        declarer: InMemoryTopologyDeclarer,
     }
 }

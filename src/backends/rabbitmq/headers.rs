@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, MAX_SHORT_STRING_LENGTH, ShortString};
 
 use crate::error::{Result, ShoveError};
 use crate::transport::wire::{WireValue, X_NAMES};
@@ -19,15 +19,12 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-/// The longest header name (and `message_id` property) AMQP can carry: a short string.
-const MAX_SHORT_STRING: usize = 255;
-
 /// Refuses an envelope AMQP cannot carry: a user header name over 255 bytes (a short string on the
 /// wire). Checked at publish, before anything is sent.
 pub(crate) fn fits_amqp(env: &Envelope) -> Result<()> {
-    match env.headers.keys().find(|k| k.len() > MAX_SHORT_STRING) {
+    match env.headers.keys().find(|k| k.len() > MAX_SHORT_STRING_LENGTH) {
         Some(k) => Err(ShoveError::Validation(format!(
-            "header name '{}…' is {} bytes; AMQP allows at most {MAX_SHORT_STRING} bytes in a header name, so \
+            "header name '{}…' is {} bytes; AMQP allows at most {MAX_SHORT_STRING_LENGTH} bytes in a header name, so \
              nothing was published: use a shorter name",
             k.chars().take(32).collect::<String>(),
             k.len()
